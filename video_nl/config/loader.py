@@ -1,0 +1,281 @@
+"""Loading configs: schema defaults <- YAML files (with ``_BASE_``) <- ``KEY VALUE`` overrides.
+
+Every value is checked against :data:`video_nl.config.schema.SCHEMA`; unknown keys and wrong
+types raise :class:`ConfigError` with a one-paragraph message naming the key and what is valid.
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import difflib
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import yaml
+
+from ..errors import UserError
+from .schema import SCHEMA, Key
+
+BASE_KEY = "_BASE_"
+
+
+class ConfigError(UserError, ValueError):
+    """A config file or override is invalid (unknown key, wrong type, bad value)."""
+
+
+class CfgNode(dict):
+    """A nested dict with attribute access (``cfg.MODEL.NUM_CLASSES``) that rejects unknown keys."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"config has no key {name!r}; valid: {sorted(self)}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name not in self:
+            raise AttributeError(f"config has no key {name!r}; valid: {sorted(self)}")
+        self[name] = value
+
+    def __deepcopy__(self, memo: dict) -> "CfgNode":
+        return CfgNode({k: copy.deepcopy(v, memo) for k, v in self.items()})
+
+    def to_dict(self) -> dict:
+        """A plain-dict copy (for YAML/JSON dumps and checkpoints)."""
+        return {k: v.to_dict() if isinstance(v, CfgNode) else copy.deepcopy(v) for k, v in self.items()}
+
+    def dump(self) -> str:
+        """The config as YAML text."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _defaults(tree: dict) -> CfgNode:
+    return CfgNode({k: _defaults(v) if isinstance(v, dict) else copy.deepcopy(v.default) for k, v in tree.items()})
+
+
+def all_keys(tree: dict = SCHEMA, prefix: str = "") -> Iterator[tuple[str, Key]]:
+    """Every full key name (``SECTION.KEY``) with its :class:`Key`."""
+    for name, value in tree.items():
+        if isinstance(value, dict):
+            yield from all_keys(value, prefix + name + ".")
+        else:
+            yield prefix + name, value
+
+
+def _lookup(full_key: str) -> Key:
+    node: Any = SCHEMA
+    for part in full_key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            names = [k for k, _ in all_keys()]
+            close = difflib.get_close_matches(full_key.upper(), names, n=5, cutoff=0.5)
+            section = full_key.split(".")[0]
+            in_section = [n for n in names if n.startswith(section + ".")]
+            hint = close or in_section[:12] or sorted({n.split(".")[0] for n in names})
+            raise ConfigError(f"Unknown config key {full_key!r}. Did you mean one of: {', '.join(hint)}? "
+                              f"(`video-nl config-keys` lists every key with its doc.)")
+        node = node[part]
+    if isinstance(node, dict):
+        raise ConfigError(f"{full_key!r} is a config section, not a key; its keys are: "
+                          f"{', '.join(full_key + '.' + k for k in node)}.")
+    return node
+
+
+def _flatten_pathways(value: Any) -> Any:
+    """Accept PySlowFast's per-pathway nesting ``[[[1, 3]], ...]`` for per-stage lists."""
+    if isinstance(value, list) and value and all(
+            isinstance(v, list) and len(v) == 1 and isinstance(v[0], list) for v in value):
+        return [v[0] for v in value]
+    return value
+
+
+def _check(full_key: str, key: Key, value: Any) -> Any:
+    """Coerce ``value`` to ``key.type`` or raise :class:`ConfigError` naming key, type and value."""
+
+    def fail(reason: str = "") -> ConfigError:
+        return ConfigError(f"Config key {full_key} expects {key.type}, got {value!r} ({type(value).__name__})"
+                           f"{': ' + reason if reason else ''}. Doc: {key.doc}")
+
+    def scalar(kind: str, v: Any) -> Any:
+        if kind == "int":
+            if isinstance(v, bool) or not isinstance(v, int):
+                if isinstance(v, float) and v.is_integer():
+                    return int(v)
+                raise fail()
+            return v
+        if kind == "float":
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise fail()
+            return float(v)
+        if kind == "bool":
+            if not isinstance(v, bool):
+                raise fail()
+            return v
+        if kind == "str":
+            if not isinstance(v, str):
+                raise fail()
+            return v
+        raise AssertionError(kind)
+
+    kind = key.type
+    if kind == "any":
+        out = value
+    elif kind.startswith("list[list["):
+        value = _flatten_pathways(value)
+        inner = kind[len("list[list["):-2]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, (list, tuple)) for v in value):
+            raise fail()
+        out = [[scalar(inner, x) for x in v] for v in value]
+    elif kind.startswith("list["):
+        inner = kind[len("list["):-1]
+        if not isinstance(value, (list, tuple)):
+            raise fail()
+        out = [scalar(inner, x) for x in value]
+    else:
+        out = scalar(kind, value)
+    if key.choices and out not in key.choices:
+        raise ConfigError(f"Config key {full_key} must be one of {list(key.choices)}, got {value!r}. Doc: {key.doc}")
+    return out
+
+
+def _set(cfg: CfgNode, full_key: str, value: Any) -> None:
+    key = _lookup(full_key)
+    parts = full_key.split(".")
+    node = cfg
+    for part in parts[:-1]:
+        node = node[part]
+    node[parts[-1]] = _check(full_key, key, value)
+
+
+def _merge_mapping(cfg: CfgNode, mapping: dict, prefix: str = "") -> None:
+    for name, value in mapping.items():
+        full = prefix + str(name)
+        if isinstance(value, dict):
+            _lookup_section(full)
+            _merge_mapping(cfg, value, full + ".")
+        else:
+            _set(cfg, full, value)
+
+
+def _lookup_section(full: str) -> None:
+    node: Any = SCHEMA
+    for part in full.split("."):
+        if not isinstance(node, dict) or part not in node:
+            _lookup(full)  # raises with suggestions
+        node = node[part]
+    if not isinstance(node, dict):
+        raise ConfigError(f"Config key {full} is a value ({node.type}), not a section: got a mapping. Doc: {node.doc}")
+
+
+def _read_yaml(path: str, seen: tuple[str, ...] = ()) -> list[dict]:
+    """The YAML mappings to merge for ``path``: its ``_BASE_`` chain first, the file itself last."""
+    path = os.path.abspath(path)
+    if path in seen:
+        raise ConfigError(f"Config {path} inherits from itself through _BASE_: {' -> '.join(seen + (path,))}.")
+    if not os.path.isfile(path):
+        raise ConfigError(f"Config file {path} does not exist.")
+    with open(path) as f:
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"Config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config file {path} must hold a mapping of sections and keys, got {type(data).__name__}.")
+    chain: list[dict] = []
+    base = data.pop(BASE_KEY, None)
+    if base:
+        bases = [base] if isinstance(base, str) else list(base)
+        for b in bases:
+            chain += _read_yaml(os.path.join(os.path.dirname(path), b), seen + (path,))
+    chain.append(data)
+    return chain
+
+
+def parse_override_value(text: str) -> Any:
+    """Parse a command-line override value like PySlowFast/yacs: a Python literal, else the string."""
+    if not isinstance(text, str):
+        return text
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def merge_overrides(cfg: CfgNode, overrides: Sequence[str]) -> CfgNode:
+    """Apply ``["KEY", "VALUE", ...]`` overrides to ``cfg`` in place (and return it)."""
+    overrides = list(overrides)
+    if len(overrides) % 2:
+        raise ConfigError(f"Overrides come in KEY VALUE pairs; got an odd number ({len(overrides)}): "
+                          f"{' '.join(overrides)}. The last key {overrides[-1]!r} has no value.")
+    for key, value in zip(overrides[0::2], overrides[1::2]):
+        _set(cfg, key, parse_override_value(value))
+    return cfg
+
+
+def get_default_config() -> CfgNode:
+    """A fresh config holding every schema default."""
+    return _defaults(SCHEMA)
+
+
+def load_config(path: str | None = None, overrides: Sequence[str] = ()) -> CfgNode:
+    """Load ``path`` (with its ``_BASE_`` chain) over the defaults, then apply ``KEY VALUE`` overrides.
+
+    Raises:
+        ConfigError: on an unknown key, a value of the wrong type, or an unreadable file.
+    """
+    cfg = get_default_config()
+    if path:
+        for mapping in _read_yaml(path):
+            _merge_mapping(cfg, mapping)
+    merge_overrides(cfg, overrides)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: CfgNode) -> None:
+    """Cross-key checks that a single key's type cannot express."""
+    problems = []
+    if cfg.MODEL.NUM_CLASSES < 1:
+        problems.append(f"MODEL.NUM_CLASSES must be >= 1, got {cfg.MODEL.NUM_CLASSES}")
+    if not 0.0 <= cfg.MODEL.DROPOUT_RATE < 1.0:
+        problems.append(f"MODEL.DROPOUT_RATE must be in [0, 1), got {cfg.MODEL.DROPOUT_RATE}")
+    if cfg.DATA.NUM_FRAMES < 1 or cfg.DATA.SAMPLING_RATE < 1:
+        problems.append(f"DATA.NUM_FRAMES and DATA.SAMPLING_RATE must be >= 1, got "
+                        f"{cfg.DATA.NUM_FRAMES} and {cfg.DATA.SAMPLING_RATE}")
+    if len(cfg.DATA.TRAIN_JITTER_SCALES) != 2 or cfg.DATA.TRAIN_JITTER_SCALES[0] > cfg.DATA.TRAIN_JITTER_SCALES[1]:
+        problems.append(f"DATA.TRAIN_JITTER_SCALES must be [min, max] with min <= max, got "
+                        f"{cfg.DATA.TRAIN_JITTER_SCALES}")
+    if cfg.DATA.TRAIN_CROP_SIZE < 1 or cfg.DATA.TEST_CROP_SIZE < 1:
+        problems.append("DATA.TRAIN_CROP_SIZE and DATA.TEST_CROP_SIZE must be >= 1")
+    if len(cfg.DATA.MEAN) != 3 or len(cfg.DATA.STD) != 3 or min(cfg.DATA.STD) <= 0:
+        problems.append(f"DATA.MEAN and DATA.STD need 3 values (STD > 0), got {cfg.DATA.MEAN} and {cfg.DATA.STD}")
+    if not 0.0 <= cfg.DATA.MAX_FAILURE_RATIO <= 1.0:
+        problems.append(f"DATA.MAX_FAILURE_RATIO must be in [0, 1], got {cfg.DATA.MAX_FAILURE_RATIO}")
+    if cfg.DATA_LOADER.NUM_WORKERS < 0:
+        problems.append(f"DATA_LOADER.NUM_WORKERS must be >= 0, got {cfg.DATA_LOADER.NUM_WORKERS}")
+    if cfg.TRAIN.BATCH_SIZE < 1 or cfg.TEST.BATCH_SIZE < 1:
+        problems.append("TRAIN.BATCH_SIZE and TEST.BATCH_SIZE must be >= 1")
+    if cfg.SOLVER.BASE_LR <= 0 or cfg.SOLVER.MAX_EPOCH < 1:
+        problems.append(f"SOLVER.BASE_LR must be > 0 and SOLVER.MAX_EPOCH >= 1, got {cfg.SOLVER.BASE_LR} and "
+                        f"{cfg.SOLVER.MAX_EPOCH}")
+    if cfg.SOLVER.LR_POLICY == "steps_with_relative_lrs" and (
+            len(cfg.SOLVER.STEPS) != len(cfg.SOLVER.LRS) or not cfg.SOLVER.STEPS):
+        problems.append(f"SOLVER.LR_POLICY steps_with_relative_lrs needs SOLVER.STEPS and SOLVER.LRS of equal, "
+                        f"non-zero length, got {cfg.SOLVER.STEPS} and {cfg.SOLVER.LRS}")
+    if cfg.TEST.NUM_ENSEMBLE_VIEWS < 1:
+        problems.append(f"TEST.NUM_ENSEMBLE_VIEWS must be >= 1, got {cfg.TEST.NUM_ENSEMBLE_VIEWS}")
+    for name in ("LOCATION", "POOL"):
+        if len(cfg.NONLOCAL[name]) != 4:
+            problems.append(f"NONLOCAL.{name} needs one entry per stage res2..res5 (4), got {cfg.NONLOCAL[name]}")
+    if any(len(p) != 3 for p in cfg.NONLOCAL.POOL):
+        problems.append(f"NONLOCAL.POOL entries are [t, h, w], got {cfg.NONLOCAL.POOL}")
+    if len(cfg.NONLOCAL.GROUP) != 4 or min(cfg.NONLOCAL.GROUP) < 1:
+        problems.append(f"NONLOCAL.GROUP needs 4 values >= 1, got {cfg.NONLOCAL.GROUP}")
+    bad_fusion = [f for f in cfg.GC.FUSION if f not in ("channel_add", "channel_mul")]
+    if bad_fusion or not cfg.GC.FUSION:
+        problems.append(f"GC.FUSION takes channel_add and/or channel_mul, got {cfg.GC.FUSION}")
+    if problems:
+        raise ConfigError("Invalid config: " + "; ".join(problems) + ".")

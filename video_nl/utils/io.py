@@ -1,0 +1,86 @@
+"""Atomic writes and safe reads of checkpoint files.
+
+Every file video_nl writes that a crash could leave half-written (checkpoints, converted weights,
+re-encoded videos, JSON summaries) goes through :func:`atomic_write`: a temporary file in the same
+folder, fsync, then ``os.replace`` — readers see the old file or the new one, never a torn one.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from ..errors import UserError
+
+
+class UnsafeFileError(UserError):
+    """A file would need to run code (an arbitrary pickle payload) to be read; it was refused."""
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
+    """Open a temporary file next to ``path``; on success fsync and rename it over ``path``.
+
+    On any exception the temporary file is removed and ``path`` is left untouched.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        with contextlib.suppress(OSError):  # make the rename itself durable
+            dfd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` through :func:`atomic_write`."""
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def atomic_json_dump(obj: Any, path: str | os.PathLike, **kwargs: Any) -> None:
+    """``json.dump`` (indent 2 by default) through :func:`atomic_write`."""
+    kwargs.setdefault("indent", 2)
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, **kwargs)
+        f.write("\n")
+
+
+def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(weights_only=True)``: tensors, dicts, lists and numbers only.
+
+    Raises:
+        UnsafeFileError: the file holds objects that need code to rebuild (a pickle payload).
+        UserError: the file is missing or not a torch checkpoint.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise UserError(f"Checkpoint {path} does not exist.")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError (and others) for unsafe or corrupt files
+        text = str(e)
+        if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
+            raise UnsafeFileError(f"Refused to load {path}: it contains Python objects that would run code when "
+                                  f"unpickled, and checkpoints are read with torch.load(weights_only=True). "
+                                  f"Detail: {text.splitlines()[0][:300]}") from None
+        raise UserError(f"Cannot read checkpoint {path} (truncated or not a torch file): "
+                        f"{type(e).__name__}: {text.splitlines()[0][:300] if text else ''}") from None
