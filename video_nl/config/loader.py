@@ -112,6 +112,8 @@ def _check(full_key: str, key: Key, value: Any) -> Any:
                 raise fail()
             return v
         if kind == "str":
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and str(v) in key.choices:
+                return str(v)  # `NONLOCAL.PRESET 5` on the command line or unquoted in YAML
             if not isinstance(v, str):
                 raise fail()
             return v
@@ -274,6 +276,42 @@ def validate(cfg: CfgNode) -> None:
         problems.append(f"NONLOCAL.POOL entries are [t, h, w], got {cfg.NONLOCAL.POOL}")
     if len(cfg.NONLOCAL.GROUP) != 4 or min(cfg.NONLOCAL.GROUP) < 1:
         problems.append(f"NONLOCAL.GROUP needs 4 values >= 1, got {cfg.NONLOCAL.GROUP}")
+    # ranges of single keys (each message names its key)
+    at_least = [("LOG_PERIOD", 1), ("DIST_TIMEOUT_S", 1), ("RNG_SEED", 0), ("RESNET.WIDTH_PER_GROUP", 1),
+                ("RESNET.NUM_GROUPS", 1), ("BN.NUM_BATCHES_PRECISE", 1), ("LATENTGNN.NUM_NODES", 1),
+                ("LATENTGNN.NUM_KERNELS", 1), ("LATENTGNN.CHANNEL_STRIDE", 1), ("DATA.DECODE_THREADS", 0),
+                ("DATA_LOADER.PREFETCH_FACTOR", 1), ("TRAIN.EVAL_PERIOD", 0), ("TRAIN.CHECKPOINT_PERIOD", 1),
+                ("TRAIN.CHECKPOINT_PERIOD_ITERS", 0), ("TRAIN.KEEP_CHECKPOINTS", 0)]
+    non_negative = ["MODEL.FC_INIT_STD", "BN.WEIGHT_DECAY", "DATA.TARGET_FPS", "SOLVER.MOMENTUM", "SOLVER.DAMPENING",
+                    "SOLVER.WEIGHT_DECAY", "SOLVER.WARMUP_EPOCHS", "SOLVER.WARMUP_START_LR", "SOLVER.COSINE_END_LR",
+                    "SOLVER.CLIP_GRAD_L2NORM", "DATA.DECODE_TIMEOUT_S"]
+    positive = ["BN.EPS", "NONLOCAL.INNER_RATIO", "GC.RATIO", "SE.RATIO"]
+    value = lambda name: cfg[name.split(".")[0]][name.split(".")[1]] if "." in name else cfg[name]  # noqa: E731
+    problems += [f"{n} must be >= {lo}, got {value(n)}" for n, lo in at_least if value(n) < lo]
+    problems += [f"{n} must be >= 0, got {value(n)}" for n in non_negative if value(n) < 0]
+    problems += [f"{n} must be > 0, got {value(n)}" for n in positive if value(n) <= 0]
+    if not 0.0 <= cfg.BN.MOMENTUM <= 1.0:
+        problems.append(f"BN.MOMENTUM must be in [0, 1], got {cfg.BN.MOMENTUM}")
+    if not 0.0 <= cfg.TRAIN.LABEL_SMOOTHING < 1.0:
+        problems.append(f"TRAIN.LABEL_SMOOTHING must be in [0, 1), got {cfg.TRAIN.LABEL_SMOOTHING}")
+    if cfg.DATA.TRAIN_JITTER_SCALES and min(cfg.DATA.TRAIN_JITTER_SCALES) < 1:
+        problems.append(f"DATA.TRAIN_JITTER_SCALES must be >= 1, got {cfg.DATA.TRAIN_JITTER_SCALES}")
+    if any(min(p, default=1) < 1 for p in cfg.NONLOCAL.POOL):
+        problems.append(f"NONLOCAL.POOL kernels must be >= 1, got {cfg.NONLOCAL.POOL}")
+    if any(min(loc, default=0) < 0 for loc in cfg.NONLOCAL.LOCATION):
+        problems.append(f"NONLOCAL.LOCATION block indices must be >= 0, got {cfg.NONLOCAL.LOCATION}")
+    if cfg.RESNET.DEPTH in (18, 34) and cfg.RESNET.NUM_GROUPS != 1:
+        problems.append(f"RESNET.NUM_GROUPS must be 1 for the basic blocks of ResNet-{cfg.RESNET.DEPTH}, got "
+                        f"{cfg.RESNET.NUM_GROUPS}")
+    if cfg.SOLVER.NESTEROV and (cfg.SOLVER.MOMENTUM <= 0 or cfg.SOLVER.DAMPENING != 0):
+        problems.append(f"SOLVER.NESTEROV needs SOLVER.MOMENTUM > 0 and SOLVER.DAMPENING 0, got "
+                        f"{cfg.SOLVER.MOMENTUM} and {cfg.SOLVER.DAMPENING}")
+    steps = cfg.SOLVER.STEPS
+    if cfg.SOLVER.LR_POLICY == "steps_with_relative_lrs" and steps and (
+            steps[0] != 0 or any(b <= a for a, b in zip(steps, steps[1:]))):
+        problems.append(f"SOLVER.STEPS must start at 0 and increase, got {steps}")
+    if cfg.TRAIN.CHECKPOINT_INFLATE and not cfg.TRAIN.CHECKPOINT_FILE_PATH:
+        problems.append("TRAIN.CHECKPOINT_INFLATE needs TRAIN.CHECKPOINT_FILE_PATH (the 2D weights to inflate)")
     bad_fusion = [f for f in cfg.GC.FUSION if f not in ("channel_add", "channel_mul")]
     if bad_fusion or not cfg.GC.FUSION:
         problems.append(f"GC.FUSION takes channel_add and/or channel_mul, got {cfg.GC.FUSION}")

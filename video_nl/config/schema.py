@@ -76,7 +76,8 @@ SCHEMA: dict[str, Any] = {
                         "after which a context block is inserted. PySlowFast's per-pathway nesting is accepted."),
         "PRESET": Key("", "str", "Placement preset overriding LOCATION: '' (use LOCATION), 1 (res4, before its last "
                       "block), 5 (res3 {1,3}, res4 {1,3,5}), 5_caffe2 (R101: res4 {6,13,20}), 10 (every block of "
-                      "res3 and res4 for R50; every other block of res4 for R101).", ("", "1", "5", "5_caffe2", "10")),
+                      "res3 plus 6 evenly spaced res4 blocks: all of res4 for R50, {2,6,...,22} for R101).",
+                      ("", "1", "5", "5_caffe2", "10")),
         "INSTANTIATION": Key("softmax", "str", "Pairwise function: softmax (= embedded_gaussian), gaussian, "
                              "dot_product or concatenation.",
                              ("softmax", "embedded_gaussian", "gaussian", "dot_product", "concatenation")),
@@ -84,8 +85,10 @@ SCHEMA: dict[str, Any] = {
                     "Per stage, max-pool kernel (= stride) applied to keys/values before phi and g."),
         "GROUP": Key([1, 1, 1, 1], "list[int]", "Per stage, temporal groups: T is split into this many groups "
                      "attended separately (memory for long clips)."),
-        "USE_SCALE": Key(True, "bool", "Multiply softmax logits by dim_inner^-0.5 (as every released model)."),
-        "MODE": Key("spacetime", "str", "Keys attended: spacetime, space (same frame) or time (same pixel).",
+        "USE_SCALE": Key(True, "bool", "Multiply softmax logits by dim_inner^-0.5 (as every released model); "
+                         "softmax instantiation only (gaussian is unscaled, as in the paper)."),
+        "MODE": Key("spacetime", "str", "Keys attended: spacetime, space (same frame; needs POOL t=1) or time (same "
+                     "pixel; only the temporal part of POOL applies).",
                     ("spacetime", "space", "time")),
         "INNER_RATIO": Key(0.5, "float", "Inner (theta/phi/g) channels as a fraction of the input channels."),
         "USE_BN": Key(True, "bool", "BN (gamma=0) after the output conv; False = zero-init the output conv instead."),
@@ -134,7 +137,7 @@ SCHEMA: dict[str, Any] = {
         "DECODE_TIMEOUT_S": Key(30.0, "float", "Per-video decode timeout in seconds (damaged files can hang)."),
         "MAX_FAILURE_RATIO": Key(0.5, "float", "Stop with an error when more than this fraction of a list fails."),
         "TEST_OFFSET_FORMULA": Key("pyslowfast", "str", "Temporal offsets of test clips: pyslowfast (Delta*k/K), "
-                                   "mmaction2 (segment centres) or caffe2 (floor(N/K*k)).",
+                                   "mmaction2 (1.x: round(Delta*k/(K-1))) or caffe2 (floor(N/K*k)).",
                                    ("pyslowfast", "mmaction2", "caffe2")),
     },
     "DATA_LOADER": {

@@ -44,10 +44,24 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
                 os.fsync(dfd)
             finally:
                 os.close(dfd)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.remove(tmp)
+        cause = _os_error(e)
+        if cause is not None:  # disk full, file too large, read-only, ...: the user's environment, not a bug
+            raise UserError(f"Could not write {path}: {cause.strerror or cause} (errno {cause.errno}); the previous "
+                            f"file at that path, if any, is left untouched. Free space or fix the folder.") from e
         raise
+
+
+def _os_error(error: BaseException | None) -> OSError | None:
+    """The OSError in ``error``'s chain (torch.save wraps a failed write in a RuntimeError), if any."""
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, OSError):
+            return error
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
