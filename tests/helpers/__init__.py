@@ -1,0 +1,1 @@
+"""Shared test helpers (real video files written with PyAV)."""

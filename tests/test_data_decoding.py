@@ -1,0 +1,114 @@
+"""Decoding: decord and PyAV agree frame-exactly, only needed frames are decoded, bad inputs give DecodeError."""
+import logging
+import os
+
+import av
+import numpy as np
+import pytest
+from helpers.videos import random_video, write_mp4
+
+from video_nl.data import decoding
+from video_nl.data.decoding import DecodeError, FixedIndices, decode_clip, decode_frames, probe
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    path = tmp_path_factory.mktemp("dec") / "clip.mp4"
+    frames = random_video(path, num_frames=24, size=(32, 48), seed=3)
+    return str(path), frames
+
+
+def _audio_only(path):
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("aac", rate=8000)
+        for i in range(4):
+            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            f.sample_rate, f.pts = 8000, i * 1024
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def test_probe(clip):
+    info = probe(clip[0])
+    assert (info.num_frames, info.fps, info.height, info.width) == (24, 8.0, 32, 48)
+
+
+@pytest.mark.parametrize("timeout_s", [0.0, 20.0])
+def test_decord_and_pyav_identical(clip, timeout_s):
+    # Both backends wrap the same libavcodec H.264 decoder, which is bit-exact, and both convert
+    # yuv420p -> rgb24 with swscale: the frames must be equal, not merely close.
+    indices = [0, 5, 23, 5, 11, 12, 1]
+    a = decode_frames(clip[0], indices, backend="decord", timeout_s=timeout_s)
+    b = decode_frames(clip[0], indices, backend="pyav", timeout_s=timeout_s)
+    assert a.shape == (7, 32, 48, 3) and a.dtype == b.dtype
+    assert np.array_equal(a.numpy(), b.numpy())
+    full = decode_frames(clip[0], range(24), backend="pyav", timeout_s=0)
+    assert np.array_equal(full.numpy()[indices], b.numpy())  # seeking gives the same frames as a full pass
+    # and the decoded frames are the source frames (up to H.264 loss), in the right order
+    err = np.abs(full.numpy().astype(int) - clip[1].astype(int)).mean(axis=(1, 2, 3))
+    assert err.max() < 20
+
+
+def test_pyav_decodes_only_up_to_last_needed_frame(tmp_path):
+    path = str(tmp_path / "gop.mp4")
+    random_video(path, num_frames=24, size=32, seed=1)
+    write_mp4(path, decode_frames(path, range(24), backend="pyav", timeout_s=0).numpy(), gop=4)
+    result = decode_clip(path, FixedIndices((9, 10)), backend="pyav", timeout_s=0)
+    assert result.decoded <= 4 + 2  # from the keyframe at 8 to frame 10, never the whole video
+
+
+@pytest.mark.parametrize("backend", ["decord", "pyav"])
+def test_bad_inputs(tmp_path, clip, backend):
+    good = open(clip[0], "rb").read()
+    (tmp_path / "zero.mp4").write_bytes(b"")
+    (tmp_path / "trunc.mp4").write_bytes(good[: len(good) // 2])
+    (tmp_path / "text.mp4").write_text("not a video\n" * 20)
+    _audio_only(tmp_path / "audio.mp4")
+    expected = {"missing.mp4": "missing", "zero.mp4": "zero-byte", "trunc.mp4": "truncated",
+                "text.mp4": "not a video", "audio.mp4": "audio-only"}
+    for name, reason in expected.items():
+        with pytest.raises(DecodeError) as e:
+            decode_frames(str(tmp_path / name), [0], backend=backend, timeout_s=10)
+        assert reason in e.value.reason and name in str(e.value)
+
+
+def test_undecodable_frames(tmp_path, clip):
+    data = bytearray(open(clip[0], "rb").read())
+    start = data.find(b"mdat") + 4
+    end = data.find(b"moov")
+    data[start:end] = bytes(end - start)  # keep the container index, zero every coded frame
+    path = tmp_path / "garbage.mp4"
+    path.write_bytes(bytes(data))
+    with pytest.raises(DecodeError) as e:
+        decode_frames(str(path), [0, 20], backend="pyav", timeout_s=10)
+    assert "undecodable" in e.value.reason
+
+
+def test_decord_failure_falls_back_to_pyav_once(tmp_path, caplog, monkeypatch):
+    path = str(tmp_path / "fresh.mp4")
+    random_video(path, num_frames=8, size=32, seed=5)
+    expected = decode_frames(path, [3, 4], backend="pyav", timeout_s=0).numpy()
+
+    def broken_decord(path, index_fn, threads=1):  # stands in for decord's get_batch failures
+        raise DecodeError(path, "decord get_batch failed (simulated)")
+
+    monkeypatch.setattr("video_nl.data.decoders.decode_decord", broken_decord)
+    with caplog.at_level(logging.WARNING, logger="video_nl.data.decoding"):
+        for _ in range(2):
+            frames = decode_frames(path, [3, 4], backend="decord", timeout_s=0)
+    assert np.array_equal(frames.numpy(), expected)
+    assert sum("PyAV instead" in r.message for r in caplog.records) == 1
+
+
+def test_timeout_kills_hung_decode(tmp_path):
+    fifo, video = tmp_path / "never.mp4", tmp_path / "ok.mp4"
+    random_video(video, num_frames=4, size=32, seed=0)
+
+    os.mkfifo(fifo)  # opening a FIFO with no writer blocks forever, like decord's hang on damaged files
+    with pytest.raises(DecodeError) as e:
+        decode_frames(str(fifo), [0], backend="pyav", timeout_s=1.0)
+    assert "timeout" in e.value.reason
+    assert decoding._current.proc.poll() is not None  # the hung helper was killed
+    assert decode_frames(str(video), [1], backend="decord", timeout_s=30).shape == (1, 32, 32, 3)  # a new one works

@@ -1,0 +1,132 @@
+"""Video lists (PySlowFast csv, MMAction2 ``*_list_videos.txt``, Caffe2 ``trainlist.txt``) and class names.
+
+Every format is one video per line, ``<path><sep><label>``: the label is the *last* field, so paths may
+contain the separator (a space for MMAction2/Caffe2, ``DATA.PATH_LABEL_SEPARATOR`` for csv). A label may
+also be a class name when class names are known. Malformed lines and labels outside ``[0, num_classes)``
+are not fatal: they come back as :class:`ListProblem` (line number + reason) and count as failures.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+from ..errors import UserError
+
+FORMATS = ("csv", "mmaction2", "caffe2")
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    """One video of a list: full path (prefix applied) and integer label."""
+
+    path: str
+    label: int
+
+
+@dataclass(frozen=True)
+class ListProblem:
+    """A dropped list line: file, 1-based line number, the line and why it was dropped."""
+
+    file: str
+    line_no: int
+    line: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line_no}: {self.reason}: {self.line[:120]!r}"
+
+
+def detect_format(path: str) -> str:
+    """List format from the file name: ``*.csv`` → csv, ``*_list_videos.txt`` → mmaction2,
+    ``trainlist.txt``/``vallist.txt``/``testlist.txt`` → caffe2, anything else → csv."""
+    name = os.path.basename(path)
+    if name.endswith("_list_videos.txt"):
+        return "mmaction2"
+    if name in ("trainlist.txt", "vallist.txt", "testlist.txt"):
+        return "caffe2"
+    return "csv"
+
+
+def default_list_path(data_dir: str, split: str) -> str:
+    """The first existing of ``{split}.csv``, ``*{split}_list_videos.txt``, ``{split}list.txt`` in ``data_dir``
+    (``{split}.csv`` when none exists, so the error names the PySlowFast file)."""
+    candidates = [os.path.join(data_dir, f"{split}.csv")]
+    if os.path.isdir(data_dir):
+        candidates += sorted(os.path.join(data_dir, n) for n in os.listdir(data_dir)
+                             if n.endswith(f"{split}_list_videos.txt"))
+    candidates.append(os.path.join(data_dir, f"{split}list.txt"))
+    return next((c for c in candidates if os.path.isfile(c)), candidates[0])
+
+
+def load_classnames(path: str) -> list[str]:
+    """Class names ordered by id, from json (``{name: id}`` or a list) or txt (one name per line)."""
+    if not os.path.isfile(path):
+        raise UserError(f"Class names file {path} does not exist.")
+    with open(path, encoding="utf-8") as f:
+        if path.endswith(".json"):
+            try:
+                data = json.load(f)
+            except json.JSONDecodeError as e:
+                raise UserError(f"Class names file {path} is not valid JSON: {e}.") from None
+            if isinstance(data, list):
+                return [str(n) for n in data]
+            if not isinstance(data, dict) or sorted(data.values()) != list(range(len(data))):
+                raise UserError(f"Class names file {path} must map each name to a distinct id 0..K-1.")
+            return sorted(data, key=data.get)
+        return [line.strip() for line in f if line.strip()]
+
+
+def read_video_list(path: str, *, fmt: str = "auto", separator: str = " ", prefix: str = "",
+                    num_classes: int | None = None,
+                    classnames: list[str] | None = None) -> tuple[list[VideoEntry], list[ListProblem]]:
+    """Read a video list; returns the valid entries and the dropped lines.
+
+    Args:
+        fmt: ``auto`` (by file name, :func:`detect_format`), ``csv``, ``mmaction2`` or ``caffe2``.
+        separator: path/label separator of csv lists (mmaction2 and caffe2 lists use a space).
+        prefix: joined in front of every path (``DATA.PATH_PREFIX``; MMAction2's ``data_prefix``).
+        num_classes: labels must lie in ``[0, num_classes)`` when given.
+        classnames: lets a label field be a class name.
+    Raises:
+        UserError: the list file does not exist or holds no valid line.
+    """
+    if not os.path.isfile(path):
+        raise UserError(f"Video list {path} does not exist (set DATA.PATH_TO_DATA_DIR or DATA.*_LIST).")
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt not in FORMATS:
+        raise UserError(f"Unknown list format {fmt!r}; one of auto, {', '.join(FORMATS)}.")
+    sep = separator if fmt == "csv" else " "
+    ids = {name: i for i, name in enumerate(classnames or [])}
+    entries, problems = [], []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line_no, raw in enumerate(f, 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            entry, reason = _parse(line, sep, prefix, ids, num_classes)
+            if entry is None:
+                problems.append(ListProblem(path, line_no, line, reason))
+            else:
+                entries.append(entry)
+    if not entries:
+        detail = f" First problem: {problems[0]}." if problems else ""
+        raise UserError(f"Video list {path} ({fmt} format) has no valid line.{detail}")
+    return entries, problems
+
+
+def _parse(line: str, sep: str, prefix: str, ids: dict[str, int],
+           num_classes: int | None) -> tuple[VideoEntry | None, str]:
+    parts = line.rsplit(sep, 1) if sep.strip() else line.rsplit(None, 1)
+    if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
+        return None, "expected '<path><separator><label>'"
+    video, label_text = parts[0].strip(), parts[1].strip()
+    if label_text.lstrip("-").isdigit():
+        label = int(label_text)
+    elif label_text in ids:
+        label = ids[label_text]
+    else:
+        return None, f"label {label_text!r} is not an integer{' or a known class name' if ids else ''}"
+    if label < 0 or (num_classes is not None and label >= num_classes):
+        return None, f"label {label} outside [0, {num_classes}) (MODEL.NUM_CLASSES)"
+    return VideoEntry(os.path.join(prefix, video) if prefix else video, label), ""
