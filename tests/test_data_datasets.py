@@ -118,3 +118,11 @@ def test_too_many_bad_lines_stop_early(tmp_path, data):
     (tmp_path / "train.csv").write_text(f"{good[0]} 0\n" + "junk\n" * 5)
     with pytest.raises(UserError, match="MAX_FAILURE_RATIO"):
         build_train_loader(_cfg(tmp_path, DATA__MAX_FAILURE_RATIO=0.5), "train")
+
+
+def test_train_attempts_cover_lists_within_the_failure_ratio():
+    from video_nl.data.datasets import ALL_BAD_ODDS, max_attempts
+
+    for ratio in (0.1, 0.5, 0.9, 0.99):
+        assert ratio ** max_attempts(ratio, 50) <= ALL_BAD_ODDS
+    assert max_attempts(0.0, 50) == 10

@@ -12,6 +12,7 @@ carries ``loader.failures``, a :class:`FailureTracker` the engine feeds and chec
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -26,7 +27,17 @@ from .lists import ListProblem, VideoEntry, default_list_path, load_classnames, 
 from .sampling import MultiClipSampler, TrainSampler
 from .transforms import multi_view_transform, train_transform
 
-MAX_ATTEMPTS = 10  # videos tried for one train item before giving up
+ALL_BAD_ODDS = 1e-6  # accepted chance that a list within DATA.MAX_FAILURE_RATIO exhausts a train item's attempts
+
+
+def max_attempts(max_failure_ratio: float, num_videos: int) -> int:
+    """Videos tried for one train item before giving up: enough that a list whose bad fraction is within
+    ``max_failure_ratio`` runs out with probability below :data:`ALL_BAD_ODDS` (at least 10)."""
+    if max_failure_ratio >= 1.0:
+        return max(10, 20 * num_videos)
+    if max_failure_ratio <= 0.0:
+        return 10
+    return max(10, math.ceil(math.log(ALL_BAD_ODDS) / math.log(max_failure_ratio)))
 
 
 def item_seed(*keys: int) -> int:
@@ -116,19 +127,28 @@ class VideoClipDataset(_ListDataset):
         data = cfg.DATA
         self.jitter, self.crop = list(data.TRAIN_JITTER_SCALES), data.TRAIN_CROP_SIZE
         self.flip = data.RANDOM_FLIP
+        self.max_attempts = max_attempts(data.MAX_FAILURE_RATIO, len(self.entries))
+        # index -> reason of videos this process already failed to decode: a replacement candidate known to be
+        # bad is passed over without decoding it again (the candidate sequence is seeded, so the outcome is the
+        # same as re-decoding it, only faster; it was reported when it first failed)
+        self.known_bad: dict[int, str] = {}
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
         epoch = epoch if self.split == "train" else 0
         failures: list[tuple[str, str]] = []
         current = index
-        for attempt in range(MAX_ATTEMPTS):
+        for attempt in range(self.max_attempts):
             entry, seed = self.entries[current], item_seed(self.seed, epoch, index, attempt)
+            if current in self.known_bad and attempt > 0:
+                current = int(np.random.default_rng(seed).integers(len(self.entries)))
+                continue
             try:
                 result = decode_clip(entry.path, TrainSampler(self.num_frames, self.rate, self.target_fps, seed),
                                      **self.decode)
             except DecodeError as e:
                 failures.append((entry.path, e.reason))
+                self.known_bad[current] = e.reason
                 current = int(np.random.default_rng(seed).integers(len(self.entries)))
                 continue
             video = train_transform(torch.from_numpy(result.frames), jitter_scales=self.jitter, crop_size=self.crop,
@@ -136,7 +156,7 @@ class VideoClipDataset(_ListDataset):
                                     generator=torch.Generator().manual_seed(seed))
             return {"video": video, "label": entry.label, "index": current, "failures": failures}
         examples = "; ".join(f"{p}: {r}" for p, r in failures[:3])
-        raise UserError(f"{MAX_ATTEMPTS} videos in a row failed to decode in the {self.split} list "
+        raise UserError(f"{self.max_attempts} videos in a row failed to decode in the {self.split} list "
                         f"{self.list_path}. Examples: {examples}.")
 
 
