@@ -1,0 +1,261 @@
+"""``video-nl test``: multi-view (clips × crops) testing, fully convolutional, every video scored once.
+
+Per video: ``TEST.NUM_ENSEMBLE_VIEWS × TEST.NUM_SPATIAL_CROPS`` views at ``DATA.TEST_CROP_SIZE``; the model's
+output is softmaxed per view (it is log-mean-prob on maps larger than the training window, logits
+otherwise — softmax gives the view's class distribution either way), then aggregated with
+``TEST.ENSEMBLE_METHOD`` (sum → reported as the mean probability, or max). Under DDP each rank scores
+``indices[rank::world]``; ``(index, scores)`` pairs are gathered and deduplicated by index. A video that
+fails to decode counts as wrong. ``TEST.VIEWS_SWEEP`` adds 1/3/5/10-clip results from the same pass (k
+clips evenly spaced among the clips tested, all crops).
+
+Outputs in ``OUTPUT_DIR/test/``: predictions.json, summary.json, per_class.csv, confusion_matrix.png.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+from typing import Any
+
+import torch
+
+from ..errors import UserError
+from ..utils.io import atomic_json_dump, atomic_write
+from . import checkpoint as ckpt
+from . import distributed as du
+from .logging import Progress, StatsLogger, tensorboard_dir
+from .metrics import confusion_matrix, mean_class_accuracy, per_class_accuracy, topk_correct
+
+SWEEP_CLIPS = (1, 3, 5, 10)
+ATTENTION_VIDEOS = 2  # test videos whose attention montages go to TensorBoard (TENSORBOARD.ATTENTION)
+
+
+def resolve_checkpoint(cfg: Any, explicit: str | None) -> str:
+    """``--checkpoint``, else ``TEST.CHECKPOINT_FILE_PATH``, else the newest in ``OUTPUT_DIR/checkpoints``."""
+    if explicit:
+        return explicit
+    if cfg.TEST.CHECKPOINT_FILE_PATH:
+        return cfg.TEST.CHECKPOINT_FILE_PATH
+    found = ckpt.list_checkpoints(cfg.OUTPUT_DIR)
+    if not found:
+        raise UserError(f"No checkpoint to test: pass --checkpoint PATH, set TEST.CHECKPOINT_FILE_PATH, or train "
+                        f"first (looked in {ckpt.checkpoint_dir(cfg.OUTPUT_DIR)}).")
+    return found[-1]
+
+
+def class_names(cfg: Any) -> list[str]:
+    """Names from ``DATA.CLASSNAMES_FILE`` or ``PATH_TO_DATA_DIR/classnames.json``, else ``"0".."K-1"``."""
+    from ..data.lists import load_classnames
+
+    path = cfg.DATA.CLASSNAMES_FILE or os.path.join(cfg.DATA.PATH_TO_DATA_DIR, "classnames.json")
+    names = load_classnames(path) if cfg.DATA.CLASSNAMES_FILE or os.path.isfile(path) else []
+    return names if len(names) == cfg.MODEL.NUM_CLASSES else [str(i) for i in range(cfg.MODEL.NUM_CLASSES)]
+
+
+def load_model(cfg: Any, info: du.DistInfo, path: str) -> torch.nn.Module:
+    """The config's model with the weights of ``path``, in eval mode on this rank's device."""
+    from .train import build_model_for
+
+    model = build_model_for(cfg, info, distributed_wrap=False)
+    ckpt.load_checkpoint(model, path)
+    return model.eval()
+
+
+@torch.no_grad()
+def view_probs(model: torch.nn.Module, views: torch.Tensor, *, chunk: int, device: torch.device,
+               autocast: Any) -> torch.Tensor:
+    """Softmax class distribution of each view (``V×3×T×H×W`` → ``V×K``), ``chunk`` views per forward."""
+    out = []
+    for start in range(0, len(views), chunk):
+        with autocast:
+            logits = model(views[start:start + chunk].to(device, non_blocking=True))
+        out.append(torch.softmax(logits.float(), dim=1).cpu())
+    return torch.cat(out)
+
+
+def aggregate(probs: torch.Tensor, *, method: str) -> torch.Tensor:
+    """Per-video score from ``V×K`` view probabilities: mean (``sum``, same ranking) or max."""
+    return probs.mean(dim=0) if method == "sum" else probs.max(dim=0).values
+
+
+def sweep_scores(probs: torch.Tensor, *, num_clips: int, num_crops: int, method: str) -> dict[int, torch.Tensor]:
+    """Scores using k clips (evenly spaced among ``num_clips``) for each k in :data:`SWEEP_CLIPS` ≤ num_clips."""
+    per_clip = probs.view(num_clips, num_crops, -1)
+    out = {}
+    for k in SWEEP_CLIPS:
+        if k <= num_clips:
+            clips = sorted({int(i * num_clips / k) for i in range(k)})
+            out[k] = aggregate(per_clip[clips].flatten(0, 1), method=method)
+    return out
+
+
+def score_videos(cfg: Any, info: du.DistInfo, model: torch.nn.Module, stats: StatsLogger) -> list[dict]:
+    """Score this rank's share of the test list; one record per video (``scores`` None when it failed)."""
+    from ..data.datasets import build_test_loader
+    from .train import autocast, iterate
+
+    loader = build_test_loader(cfg, "test", distributed=info.distributed)
+    chunk = max(cfg.TEST.BATCH_SIZE // info.world_size, 1)
+    crops, clips = cfg.TEST.NUM_SPATIAL_CROPS, cfg.TEST.NUM_ENSEMBLE_VIEWS
+    progress = Progress(total=len(loader), start=0, desc="test", enabled=info.is_main, period=cfg.LOG_PERIOD)
+    records = []
+    for n, item in enumerate(iterate(loader), start=1):
+        record = {"index": int(item["index"]), "path": item["path"], "label": int(item["label"]),
+                  "ok": bool(item["ok"]), "failure": item["failure"], "scores": None, "first": None, "sweep": {}}
+        if item["ok"]:
+            probs = view_probs(model, item["views"], chunk=chunk, device=info.device,
+                               autocast=autocast(cfg, info.device))
+            record.update(scores=aggregate(probs, method=cfg.TEST.ENSEMBLE_METHOD), first=probs[0])
+            if cfg.TEST.VIEWS_SWEEP:
+                record["sweep"] = sweep_scores(probs, num_clips=clips, num_crops=crops,
+                                               method=cfg.TEST.ENSEMBLE_METHOD)
+        else:
+            loader.failures.add([(item["path"], item["failure"])])
+            stats.info(f"failed to load test video {item['path']}: {item['failure']} (counted as wrong)")
+        # -- attention montages (video_nl.viz owns this call; TENSORBOARD.ATTENTION) --
+        if cfg.TENSORBOARD.ATTENTION and stats.writer is not None and item["ok"] and n <= ATTENTION_VIDEOS:
+            from ..viz.attention import log_attention_to_tensorboard
+
+            centre_view = (clips // 2) * crops + crops // 2
+            log_attention_to_tensorboard(model, item["views"][centre_view], stats.writer, n - 1,
+                                         mean=cfg.DATA.MEAN, std=cfg.DATA.STD)
+        # -- end attention montages --
+        records.append(record)
+        progress.update(iteration=n, fields={"videos": str(n)})
+    progress.close()
+    return records
+
+
+def gather_records(records: list[dict]) -> list[dict]:
+    """All ranks' records, one per video index (sorted by index)."""
+    by_index: dict[int, dict] = {}
+    for part in du.all_gather_objects(records):
+        for r in part:
+            by_index.setdefault(r["index"], r)
+    return [by_index[i] for i in sorted(by_index)]
+
+
+def _stack(records: list[dict], key: str, num_classes: int) -> torch.Tensor:
+    """``N×K`` scores of ``key`` (``scores`` or ``first``); failed videos get NaN rows (masked out by ``ok``)."""
+    rows = [r[key] if r[key] is not None else torch.full((num_classes,), float("nan")) for r in records]
+    return torch.stack(rows) if rows else torch.zeros(0, num_classes)
+
+
+def accuracy(scores: torch.Tensor, labels: torch.Tensor, ok: torch.Tensor) -> tuple[float, float]:
+    """Top-1/top-5 accuracy in percent over all videos; failed videos (``ok`` False) count as wrong."""
+    n = max(len(labels), 1)
+    c1, c5 = topk_correct(scores[ok], labels[ok])
+    return 100.0 * c1 / n, 100.0 * c5 / n
+
+
+def summarise(cfg: Any, records: list[dict], *, checkpoint: str) -> dict:
+    """summary.json's content: top-1/top-5/mean-class accuracy (percent), first-view top-1, sweep, counts."""
+    k = cfg.MODEL.NUM_CLASSES
+    labels = torch.tensor([r["label"] for r in records], dtype=torch.long)
+    ok = torch.tensor([r["ok"] for r in records], dtype=torch.bool)
+    scores = _stack(records, "scores", k)
+    top1, top5 = accuracy(scores, labels, ok)
+    preds = torch.where(ok, scores.nan_to_num(-1).argmax(dim=1), torch.full_like(labels, -1))
+    per_class = per_class_accuracy(preds, labels, num_classes=k)
+    summary = {
+        "top1": top1, "top5": top5, "mean_class_acc": mean_class_accuracy(per_class),
+        "first_view_top1": accuracy(_stack(records, "first", k), labels, ok)[0],
+        "num_videos": len(records), "num_failed": int((~ok).sum()),
+        "views": cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS,
+        "clips": cfg.TEST.NUM_ENSEMBLE_VIEWS, "crops": cfg.TEST.NUM_SPATIAL_CROPS,
+        "crop_size": cfg.DATA.TEST_CROP_SIZE, "ensemble_method": cfg.TEST.ENSEMBLE_METHOD, "checkpoint": checkpoint,
+    }
+    if cfg.TEST.VIEWS_SWEEP:
+        summary["views_sweep"] = {}
+        for clips in SWEEP_CLIPS:
+            if clips <= cfg.TEST.NUM_ENSEMBLE_VIEWS:
+                rows = [r["sweep"].get(clips) if r["ok"] else None for r in records]
+                s = torch.stack([x if x is not None else torch.full((k,), float("nan")) for x in rows])
+                t1, t5 = accuracy(s, labels, ok)
+                summary["views_sweep"][str(clips)] = {"views": clips * cfg.TEST.NUM_SPATIAL_CROPS, "top1": t1,
+                                                      "top5": t5}
+    return summary
+
+
+def write_outputs(cfg: Any, records: list[dict], summary: dict, names: list[str]) -> str:
+    """predictions.json, summary.json, per_class.csv and confusion_matrix.png under ``OUTPUT_DIR/test``."""
+    out = os.path.join(cfg.OUTPUT_DIR, "test")
+    os.makedirs(out, exist_ok=True)
+    k = cfg.MODEL.NUM_CLASSES
+    preds = []
+    for r in records:
+        entry = {"index": r["index"], "path": r["path"], "label": r["label"], "label_name": names[r["label"]],
+                 "ok": r["ok"], "failure": r["failure"], "top5": []}
+        if r["ok"]:
+            values, ids = r["scores"].topk(min(5, k))
+            entry["top5"] = [{"class": int(i), "name": names[int(i)], "score": float(v)} for v, i in zip(values, ids)]
+        preds.append(entry)
+    atomic_json_dump(preds, os.path.join(out, "predictions.json"))
+    atomic_json_dump(summary, os.path.join(out, "summary.json"))
+    labels = torch.tensor([r["label"] for r in records], dtype=torch.long)
+    predicted = torch.tensor([p["top5"][0]["class"] if p["top5"] else -1 for p in preds], dtype=torch.long)
+    per_class = per_class_accuracy(predicted, labels, num_classes=k)
+    with atomic_write(os.path.join(out, "per_class.csv"), "w") as f:
+        w = csv.writer(f)
+        w.writerow(["class", "name", "num_videos", "top1"])
+        for c in range(k):
+            acc = per_class[c]
+            w.writerow([c, names[c], int((labels == c).sum()), "" if acc is None else f"{acc:.2f}"])
+    plot_confusion(confusion_matrix(predicted, labels, num_classes=k), names, os.path.join(out, "confusion_matrix.png"))
+    return out
+
+
+def plot_confusion(matrix: torch.Tensor, names: list[str], path: str) -> None:
+    """Row-normalised confusion matrix as a PNG (class names on the axes up to 60 classes)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k = len(names)
+    norm = matrix.float() / matrix.sum(dim=1, keepdim=True).clamp_min(1)
+    size = min(4 + 0.35 * k, 40)
+    fig, ax = plt.subplots(figsize=(size, size))
+    im = ax.imshow(norm.numpy(), cmap="Blues", vmin=0, vmax=1)
+    if k <= 60:
+        ax.set_xticks(range(k), names, rotation=90, fontsize=8)
+        ax.set_yticks(range(k), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=80)
+    plt.close(fig)
+
+
+def run_test(cfg: Any, info: du.DistInfo, *, checkpoint: str | None = None) -> dict:
+    """Multi-view test of ``checkpoint`` (resolved by :func:`resolve_checkpoint`); returns the summary."""
+    path = resolve_checkpoint(cfg, checkpoint)
+    stats = StatsLogger(output_dir=cfg.OUTPUT_DIR, enabled=info.is_main, tb_dir=tensorboard_dir(cfg))
+    try:
+        stats.info(f"testing {path}: {cfg.TEST.NUM_ENSEMBLE_VIEWS} clips x {cfg.TEST.NUM_SPATIAL_CROPS} crops at "
+                   f"{cfg.DATA.TEST_CROP_SIZE}px, ensemble {cfg.TEST.ENSEMBLE_METHOD}")
+        model = load_model(cfg, info, path)
+        records = gather_records(score_videos(cfg, info, model, stats))
+        summary = summarise(cfg, records, checkpoint=path)
+        if info.is_main:
+            out = write_outputs(cfg, records, summary, class_names(cfg))
+            stats.log("test_final", {k: v for k, v in summary.items() if not isinstance(v, dict)}, step=0)
+            stats.info(f"test: top-1 {summary['top1']:.2f}  top-5 {summary['top5']:.2f}  mean-class "
+                       f"{summary['mean_class_acc']:.2f}  ({summary['num_videos']} videos, {summary['num_failed']} "
+                       f"failed); results in {out}")
+        du.barrier()
+        return summary
+    finally:
+        stats.close()
+
+
+def main(args: argparse.Namespace) -> int | None:
+    """``video-nl test --cfg FILE [--checkpoint PATH] [KEY VALUE ...]``."""
+    info = du.init_distributed(args.cfg)
+    try:
+        run_test(args.cfg, info, checkpoint=args.checkpoint)
+        return 0
+    finally:
+        du.cleanup()

@@ -1,0 +1,464 @@
+"""``video-nl train``: the training loop (single process or torchrun/DDP), then multi-view testing.
+
+Pieces: :func:`setup` (process group, seeds, determinism) → :func:`build_run` (model, optimiser, loaders,
+logging) → :func:`resume_or_init` → per epoch :func:`train_epoch` (which calls :func:`train_step`), precise
+BN + :func:`validate` every ``TRAIN.EVAL_PERIOD`` epochs, :func:`save` → ``evaluate.run_test`` when
+``TEST.ENABLE``. See docs/engine.md for the outputs and the checkpoint/resume rules.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import __version__
+from ..errors import UserError
+from ..utils.io import safe_torch_load
+from . import checkpoint as ckpt
+from . import distributed as du
+from .failures import FailureLog, check_all_ranks
+from .logging import Progress, StatsLogger, Timer, format_eta, tensorboard_dir
+from .metrics import topk_correct
+from .optim import LRScheduler, build_optimizer
+from .precise_bn import update_bn_stats
+
+
+@dataclass
+class Run:
+    """Everything one training run holds; ``epoch``/``iteration`` count completed epochs / iterations."""
+
+    cfg: Any
+    dist: du.DistInfo
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: LRScheduler
+    scaler: torch.amp.GradScaler | None
+    train_loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader | None
+    stats: StatsLogger
+    failures: FailureLog
+    iters_per_epoch: int
+    epoch: int = 0
+    iteration: int = 0
+    global_iteration: int = 0
+    skipped_steps: int = 0
+    last_checkpoint: str = ""
+    iter_times: list[float] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------- setup
+def setup(cfg: Any) -> du.DistInfo:
+    """Process group, seeds (``RNG_SEED`` + rank) and deterministic algorithms when asked."""
+    info = du.init_distributed(cfg)
+    if cfg.TRAIN.MIXED_PRECISION == "fp16" and info.device.type != "cuda":
+        raise UserError("TRAIN.MIXED_PRECISION fp16 needs a CUDA GPU (GradScaler); on CPU use bf16 or none.")
+    torch.manual_seed(cfg.RNG_SEED + info.rank)
+    random.seed(cfg.RNG_SEED + info.rank)
+    np.random.seed(cfg.RNG_SEED + info.rank)
+    if cfg.TRAIN.DETERMINISTIC:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=info.device.type == "cuda")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    return info
+
+
+def autocast(cfg: Any, device: torch.device) -> contextlib.AbstractContextManager:
+    """The autocast context of ``TRAIN.MIXED_PRECISION`` (a no-op for ``none``)."""
+    mode = cfg.TRAIN.MIXED_PRECISION
+    if mode == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if mode == "bf16" else torch.float16)
+
+
+def build_model_for(cfg: Any, info: du.DistInfo, *, distributed_wrap: bool) -> nn.Module:
+    """``build_model(cfg)`` on the device, SyncBN/channels-last as configured, DDP-wrapped when asked."""
+    from ..models.build import build_model
+
+    model = build_model(cfg).to(info.device)
+    if cfg.TRAIN.CHANNELS_LAST:
+        model = model.to(memory_format=torch.channels_last_3d)
+    if info.distributed and distributed_wrap:
+        if cfg.BN.NORM_TYPE == "sync_batchnorm":
+            if info.device.type != "cuda":
+                raise UserError("BN.NORM_TYPE sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm is "
+                                "GPU-only); use batchnorm on CPU.")
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        ids = [info.device.index] if info.device.type == "cuda" else None
+        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    return model
+
+
+def make_loader(cfg: Any, info: du.DistInfo, *, split: str) -> torch.utils.data.DataLoader:
+    """The data module's train/val loader (deterministic ``(epoch, index)`` order, global batch checked)."""
+    from ..data.datasets import build_train_loader
+
+    du.per_rank_batch_size(cfg.TRAIN.BATCH_SIZE, num_ranks=info.world_size, key="TRAIN.BATCH_SIZE")
+    return build_train_loader(cfg, split, distributed=info.distributed)
+
+
+def iterate(loader: torch.utils.data.DataLoader) -> Iterator[Any]:
+    """Iterate ``loader`` without the draw DataLoader makes from the global torch RNG when it starts
+    (items are seeded from (RNG_SEED, epoch, index), so the global stream — dropout — stays resumable)."""
+    state = torch.get_rng_state()
+    it = iter(loader)
+    torch.set_rng_state(state)
+    yield from it
+
+
+def build_run(cfg: Any, info: du.DistInfo) -> Run:
+    """Model, optimiser, LR scheduler, grad scaler, loaders and logging for a training run."""
+    stats = StatsLogger(output_dir=cfg.OUTPUT_DIR, enabled=info.is_main, tb_dir=tensorboard_dir(cfg))
+    model = build_model_for(cfg, info, distributed_wrap=True)
+    train_loader = make_loader(cfg, info, split="train")
+    iters = len(train_loader)
+    if iters == 0:
+        raise UserError(f"The train list has fewer videos ({len(train_loader.dataset)}) than one global batch "
+                        f"(TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE}); lower TRAIN.BATCH_SIZE.")
+    val_loader = make_loader(cfg, info, split="val") if cfg.TRAIN.EVAL_PERIOD > 0 else None
+    optimizer = build_optimizer(cfg, model)
+    scaler = torch.amp.GradScaler("cuda") if cfg.TRAIN.MIXED_PRECISION == "fp16" else None
+    return Run(cfg=cfg, dist=info, model=model, optimizer=optimizer,
+               scheduler=LRScheduler(cfg, optimizer, iters_per_epoch=iters), scaler=scaler,
+               train_loader=train_loader, val_loader=val_loader, stats=stats,
+               failures=FailureLog(report=stats.info), iters_per_epoch=iters)
+
+
+def log_model_info(run: Run) -> None:
+    """Params and GFLOPs (``video_nl.models.info.model_info``) at the start of training."""
+    if not (run.cfg.LOG_MODEL_INFO and run.dist.is_main):
+        return
+    from ..models.info import model_info
+
+    info = model_info(run.cfg)
+    run.stats.info(f"model: {info['params'] / 1e6:.2f}M params, {info['gflops']:.2f} GFLOPs per "
+                   f"{run.cfg.DATA.NUM_FRAMES}x{run.cfg.DATA.TRAIN_CROP_SIZE}^2 clip, context blocks: "
+                   f"{[b['name'] if isinstance(b, dict) else str(b) for b in info.get('context_blocks', [])]}")
+
+
+# ---------------------------------------------------------------------------------------------- init / resume
+def init_weights(cfg: Any, model: nn.Module, stats: StatsLogger) -> None:
+    """Initialise from ``TRAIN.CHECKPOINT_FILE_PATH``: 2D weights inflated, or any video_nl checkpoint.
+
+    Tensors whose shape differs (a classifier for another class count) keep their initialisation.
+    """
+    path = cfg.TRAIN.CHECKPOINT_FILE_PATH
+    target = ckpt.unwrap(model)
+    own = target.state_dict()
+    if cfg.TRAIN.CHECKPOINT_INFLATE:
+        from ..models.weights.common import read_torch_state
+        from ..models.weights.inflate import inflate_state_dict
+
+        state = inflate_state_dict(read_torch_state(path), target)
+    else:
+        from ..models.weights.common import unwrap_state_dict
+
+        state = unwrap_state_dict(safe_torch_load(path), path=path)
+    kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    skipped = sorted(set(own) - set(kept))
+    target.load_state_dict(kept, strict=False)
+    stats.info(f"initialised {len(kept)} tensors from {path}" + (f"; kept the initialisation of {skipped}"
+                                                                  if skipped else ""))
+
+
+def resume_or_init(run: Run) -> None:
+    """Continue from the newest readable checkpoint (``TRAIN.AUTO_RESUME``), else load initial weights."""
+    cfg = run.cfg
+    if run.dist.is_main:
+        ckpt.remove_stale_temporaries(cfg.OUTPUT_DIR)
+    found = ckpt.newest_readable_checkpoint(cfg.OUTPUT_DIR) if cfg.TRAIN.AUTO_RESUME else None
+    if found is None:
+        if cfg.TRAIN.CHECKPOINT_FILE_PATH:
+            init_weights(cfg, run.model, run.stats)
+        return
+    path, state = found
+    ckpt.unwrap(run.model).load_state_dict(state["model_state"])
+    run.optimizer.load_state_dict(state["optimizer_state"])
+    run.scheduler.load_state_dict(state["scheduler_state"])
+    if run.scaler is not None and state.get("scaler_state"):
+        run.scaler.load_state_dict(state["scaler_state"])
+    run.epoch, run.iteration = int(state["epoch"]), int(state["iteration"])
+    run.global_iteration = int(state["global_iteration"])
+    rng = state.get("rng_state") or []
+    if len(rng) == run.dist.world_size:
+        ckpt.restore_rng_state(rng[run.dist.rank])
+    else:
+        run.stats.info(f"checkpoint has RNG states for {len(rng)} ranks, this run has {run.dist.world_size}: "
+                       f"continuing with fresh RNG states (not bitwise-repeatable)")
+    run.last_checkpoint = path
+    run.stats.info(f"resumed from {path} (epoch {run.epoch}, iteration {run.iteration})")
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def save(run: Run, *, iteration: int) -> str:
+    """Write ``OUTPUT_DIR/checkpoints/checkpoint_epoch_NNNNN[_iter_NNNNNNN].pyth`` (rank 0), prune old ones."""
+    rng_states = du.all_gather_objects(ckpt.capture_rng_state())
+    path = os.path.join(ckpt.checkpoint_dir(run.cfg.OUTPUT_DIR), ckpt.checkpoint_name(epoch=run.epoch,
+                                                                                        iteration=iteration))
+    if run.dist.is_main:
+        meta = {"source": "video_nl", "input_convention": run.cfg.MODEL.INPUT_CONVENTION,
+                "nl_instantiation": run.cfg.NONLOCAL.INSTANTIATION, "video_nl_version": __version__}
+        ckpt.save_checkpoint(path, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler,
+                             scaler=run.scaler, epoch=run.epoch, iteration=iteration,
+                             global_iteration=run.global_iteration, cfg=run.cfg, rng_states=rng_states, meta=meta)
+        ckpt.prune_checkpoints(run.cfg.OUTPUT_DIR, keep=run.cfg.TRAIN.KEEP_CHECKPOINTS)
+    du.barrier()
+    run.last_checkpoint = path
+    return path
+
+
+# ---------------------------------------------------------------------------------------------- step
+@dataclass
+class StepResult:
+    """Per-iteration numbers, already summed over ranks."""
+
+    loss: float
+    top1: float
+    top5: float
+    clips: float
+    failed: float
+    skipped: bool
+
+
+def _loss(cfg: Any, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.float(), labels, label_smoothing=cfg.TRAIN.LABEL_SMOOTHING)
+
+
+def train_step(run: Run, batch: dict) -> StepResult:
+    """Forward, (non-finite check over all ranks), backward, clip, SGD step for one batch."""
+    cfg, device = run.cfg, run.dist.device
+    video = batch["video"].to(device, non_blocking=True)
+    if cfg.TRAIN.CHANNELS_LAST:
+        video = video.contiguous(memory_format=torch.channels_last_3d)
+    labels = torch.as_tensor(batch["label"]).to(device, non_blocking=True)
+    failures = list(batch.get("failures") or [])
+    run.failures.record(failures)
+    run.train_loader.failures.add(failures)
+    with autocast(cfg, device):
+        logits = run.model(video)
+    loss = _loss(cfg, logits, labels)
+    top1, top5 = topk_correct(logits.detach().float(), labels)
+    finite = float(torch.isfinite(loss.detach()).item())
+    totals = du.all_reduce_sum([loss.item() * len(labels), top1, top5, len(labels), len(failures), 1.0 - finite],
+                               device=device)
+    skipped = totals[5] > 0
+    if skipped:
+        _handle_nonfinite(run)
+    else:
+        _backward_and_step(run, loss)
+    return StepResult(loss=totals[0] / totals[3], top1=totals[1], top5=totals[2], clips=totals[3],
+                      failed=totals[4], skipped=skipped)
+
+
+def _handle_nonfinite(run: Run) -> None:
+    where = f"epoch {run.epoch + 1}, iteration {run.iteration + 1}"
+    if not run.cfg.TRAIN.SKIP_NONFINITE:
+        kept = run.last_checkpoint or "none written yet"
+        raise UserError(f"The training loss became NaN/inf at {where}. Stopped without writing a checkpoint; the "
+                        f"last good one is {kept}. Lower SOLVER.BASE_LR, enable SOLVER.CLIP_GRAD_L2NORM, check the "
+                        f"data, or set TRAIN.SKIP_NONFINITE True to skip such steps.")
+    run.optimizer.zero_grad(set_to_none=True)
+    run.skipped_steps += 1
+    run.stats.info(f"skipped the step at {where}: non-finite loss ({run.skipped_steps} skipped so far)")
+
+
+def _backward_and_step(run: Run, loss: torch.Tensor) -> None:
+    run.optimizer.zero_grad(set_to_none=True)
+    clip = run.cfg.SOLVER.CLIP_GRAD_L2NORM
+    if run.scaler is not None:
+        run.scaler.scale(loss).backward()
+        if clip > 0:
+            run.scaler.unscale_(run.optimizer)
+            nn.utils.clip_grad_norm_(run.model.parameters(), clip)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        return
+    loss.backward()
+    if clip > 0:
+        nn.utils.clip_grad_norm_(run.model.parameters(), clip)
+    run.optimizer.step()
+
+
+# ---------------------------------------------------------------------------------------------- epoch
+@dataclass
+class EpochMeter:
+    """Sums over the iterations of one epoch."""
+
+    loss: float = 0.0
+    top1: float = 0.0
+    top5: float = 0.0
+    clips: float = 0.0
+    failed: float = 0.0
+    iters: int = 0
+    data_time: float = 0.0
+    iter_time: float = 0.0
+
+    def add(self, r: StepResult, *, data_time: float, iter_time: float) -> None:
+        """Accumulate one step."""
+        self.loss += r.loss * r.clips
+        self.top1 += r.top1
+        self.top5 += r.top5
+        self.clips += r.clips
+        self.failed += r.failed
+        self.iters += 1
+        self.data_time += data_time
+        self.iter_time += iter_time
+
+
+def _eta(run: Run, mean_iter_time: float) -> float:
+    total = run.cfg.SOLVER.MAX_EPOCH * run.iters_per_epoch
+    return (total - run.global_iteration) * mean_iter_time
+
+
+def _log_iter(run: Run, r: StepResult, *, data_time: float, iter_time: float, lr: float, eta: float) -> None:
+    run.stats.log("train_iter", {
+        "epoch": run.epoch + 1, "max_epoch": run.cfg.SOLVER.MAX_EPOCH, "iter": run.iteration,
+        "iters_per_epoch": run.iters_per_epoch, "global_iter": run.global_iteration, "loss": r.loss, "lr": lr,
+        "top1_err": 100.0 * (1 - r.top1 / r.clips), "top5_err": 100.0 * (1 - r.top5 / r.clips),
+        "clips_per_s": r.clips / max(iter_time, 1e-9), "data_time": data_time, "iter_time": iter_time,
+        "eta": format_eta(eta), "skipped_steps": run.skipped_steps,
+    }, step=run.global_iteration)
+
+
+def _log_epoch(run: Run, m: EpochMeter, *, lr: float, wall: float) -> None:
+    n = max(m.clips, 1)
+    run.stats.log("train_epoch", {
+        "epoch": run.epoch, "max_epoch": run.cfg.SOLVER.MAX_EPOCH, "loss": m.loss / n, "lr": lr,
+        "top1_err": 100.0 * (1 - m.top1 / n), "top5_err": 100.0 * (1 - m.top5 / n),
+        "clips_per_s": m.clips / max(m.iter_time, 1e-9), "data_time": m.data_time / max(m.iters, 1),
+        "iter_time": m.iter_time / max(m.iters, 1),
+        "data_wait_pct": 100.0 * m.data_time / max(m.iter_time, 1e-9), "num_failed_videos": int(m.failed),
+        "skipped_steps": run.skipped_steps, "epoch_time_s": wall,
+    }, step=run.epoch)
+
+
+def train_epoch(run: Run) -> None:
+    """One epoch from ``run.iteration`` on (mid-epoch resume skips done batches without loading them)."""
+    cfg = run.cfg
+    run.model.train()
+    run.failures.reset()
+    per_rank = run.train_loader.batch_size
+    run.train_loader.sampler.set_epoch(run.epoch, start=run.iteration * per_rank)
+    progress = Progress(total=run.iters_per_epoch, start=run.iteration, desc=f"epoch {run.epoch + 1}",
+                        enabled=run.dist.is_main, period=cfg.LOG_PERIOD)
+    meter, timer, start, lr = EpochMeter(), Timer(), time.perf_counter(), 0.0
+    for batch in timer.timed(iterate(run.train_loader)):
+        if run.iteration >= run.iters_per_epoch:
+            break
+        lr = run.scheduler.step(epoch=run.epoch, iteration=run.iteration)
+        result = train_step(run, batch)
+        run.iteration += 1
+        run.global_iteration += 1
+        iter_time = timer.iteration_done()
+        meter.add(result, data_time=timer.data_time, iter_time=iter_time)
+        if result.failed:
+            check_all_ranks(run.train_loader.failures)
+        eta = _eta(run, meter.iter_time / meter.iters)
+        progress.update(iteration=run.iteration, fields={"loss": f"{result.loss:.3f}", "lr": f"{lr:.4g}",
+                                                         "clips/s": f"{result.clips / iter_time:.1f}",
+                                                         "eta": format_eta(eta)})
+        if run.iteration % cfg.LOG_PERIOD == 0:
+            _log_iter(run, result, data_time=timer.data_time, iter_time=iter_time, lr=lr, eta=eta)
+        period = cfg.TRAIN.CHECKPOINT_PERIOD_ITERS
+        if period > 0 and run.global_iteration % period == 0 and run.iteration < run.iters_per_epoch:
+            save(run, iteration=run.iteration)
+    progress.close()
+    run.epoch += 1
+    run.iteration = 0
+    _log_epoch(run, meter, lr=lr, wall=time.perf_counter() - start)
+
+
+# ---------------------------------------------------------------------------------------------- eval
+def precise_bn(run: Run) -> None:
+    """Recompute BN statistics over ``BN.NUM_BATCHES_PRECISE`` training batches (this epoch's order)."""
+    loader = run.train_loader
+    loader.sampler.set_epoch(run.epoch - 1)
+    device = run.dist.device
+    videos = (b["video"].to(device) for b in iterate(loader))
+    with autocast(run.cfg, device):
+        used = update_bn_stats(ckpt.unwrap(run.model), videos, num_batches=run.cfg.BN.NUM_BATCHES_PRECISE)
+    run.stats.info(f"precise BN: statistics recomputed over {used} batches")
+
+
+@torch.no_grad()
+def validate(run: Run) -> dict:
+    """1-clip accuracy on the val split (every video once over all ranks); logs a ``val_epoch`` line."""
+    model = ckpt.unwrap(run.model)
+    model.eval()
+    device = run.dist.device
+    run.val_loader.sampler.set_epoch(run.epoch)
+    loss = top1 = top5 = n = 0.0
+    for batch in iterate(run.val_loader):
+        video = batch["video"].to(device)
+        labels = torch.as_tensor(batch["label"]).to(device)
+        with autocast(run.cfg, device):
+            out = model(video)
+        loss += float(F.cross_entropy(out.float(), labels, reduction="sum"))
+        c1, c5 = topk_correct(out.float(), labels)
+        top1, top5, n = top1 + c1, top5 + c5, n + len(labels)
+    loss, top1, top5, n = du.all_reduce_sum([loss, top1, top5, n], device=device)
+    n = max(n, 1)
+    stats = {"epoch": run.epoch, "loss": loss / n, "top1_err": 100.0 * (1 - top1 / n),
+             "top5_err": 100.0 * (1 - top5 / n), "num_videos": int(n)}
+    run.stats.log("val_epoch", stats, step=run.epoch)
+    model.train()
+    return stats
+
+
+def _due(epoch: int, period: int, last: int) -> bool:
+    return period > 0 and (epoch % period == 0 or epoch == last)
+
+
+# ---------------------------------------------------------------------------------------------- main
+def train(cfg: Any, info: du.DistInfo) -> str:
+    """Train to ``SOLVER.MAX_EPOCH`` (resuming if possible); returns the final checkpoint's path."""
+    run = build_run(cfg, info)
+    try:
+        if info.is_main:
+            os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+            with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
+                f.write(cfg.dump())
+        log_model_info(run)
+        resume_or_init(run)
+        last = cfg.SOLVER.MAX_EPOCH
+        while run.epoch < last:
+            train_epoch(run)
+            if _due(run.epoch, cfg.TRAIN.EVAL_PERIOD, last):
+                if cfg.BN.USE_PRECISE_STATS:
+                    precise_bn(run)
+                validate(run)
+            if _due(run.epoch, cfg.TRAIN.CHECKPOINT_PERIOD, last) or run.epoch == last:
+                save(run, iteration=0)
+        if not run.last_checkpoint:
+            raise UserError(f"Nothing to train: OUTPUT_DIR {cfg.OUTPUT_DIR} has no checkpoint and "
+                            f"SOLVER.MAX_EPOCH is {last}.")
+        return run.last_checkpoint
+    finally:
+        run.stats.close()
+
+
+def main(args: argparse.Namespace) -> int | None:
+    """``video-nl train --cfg FILE [KEY VALUE ...]``."""
+    cfg = args.cfg
+    info = setup(cfg)
+    try:
+        final = train(cfg, info) if cfg.TRAIN.ENABLE else None
+        if cfg.TEST.ENABLE:
+            from .evaluate import run_test
+
+            run_test(cfg, info, checkpoint=final)
+        if final and info.is_main:
+            print(f"[video_nl] done: final checkpoint {final}", flush=True)
+        return 0
+    finally:
+        du.cleanup()
