@@ -23,7 +23,7 @@ from ..errors import UserError
 from ..utils.io import atomic_json_dump, atomic_write
 from . import checkpoint as ckpt
 from . import distributed as du
-from .logging import Progress, StatsLogger, tensorboard_dir
+from .logging import Progress, StatsLogger, prepare_output_dir, tensorboard_dir
 from .metrics import confusion_matrix, mean_class_accuracy, per_class_accuracy, topk_correct
 
 SWEEP_CLIPS = (1, 3, 5, 10)
@@ -111,7 +111,6 @@ def score_videos(cfg: Any, info: du.DistInfo, model: torch.nn.Module, stats: Sta
                                                method=cfg.TEST.ENSEMBLE_METHOD)
         else:
             loader.failures.add([(item["path"], item["failure"])])
-            stats.info(f"failed to load test video {item['path']}: {item['failure']} (counted as wrong)")
         # -- attention montages (video_nl.viz owns this call; TENSORBOARD.ATTENTION) --
         if cfg.TENSORBOARD.ATTENTION and stats.writer is not None and item["ok"] and n <= ATTENTION_VIDEOS:
             from ..viz.attention import log_attention_to_tensorboard
@@ -180,7 +179,6 @@ def summarise(cfg: Any, records: list[dict], *, checkpoint: str) -> dict:
 def write_outputs(cfg: Any, records: list[dict], summary: dict, names: list[str]) -> str:
     """predictions.json, summary.json, per_class.csv and confusion_matrix.png under ``OUTPUT_DIR/test``."""
     out = os.path.join(cfg.OUTPUT_DIR, "test")
-    os.makedirs(out, exist_ok=True)
     k = cfg.MODEL.NUM_CLASSES
     preds = []
     for r in records:
@@ -232,12 +230,16 @@ def plot_confusion(matrix: torch.Tensor, names: list[str], path: str) -> None:
 def run_test(cfg: Any, info: du.DistInfo, *, checkpoint: str | None = None) -> dict:
     """Multi-view test of ``checkpoint`` (resolved by :func:`resolve_checkpoint`); returns the summary."""
     path = resolve_checkpoint(cfg, checkpoint)
+    prepare_output_dir(cfg, info)
     stats = StatsLogger(output_dir=cfg.OUTPUT_DIR, enabled=info.is_main, tb_dir=tensorboard_dir(cfg))
     try:
         stats.info(f"testing {path}: {cfg.TEST.NUM_ENSEMBLE_VIEWS} clips x {cfg.TEST.NUM_SPATIAL_CROPS} crops at "
                    f"{cfg.DATA.TEST_CROP_SIZE}px, ensemble {cfg.TEST.ENSEMBLE_METHOD}")
         model = load_model(cfg, info, path)
         records = gather_records(score_videos(cfg, info, model, stats))
+        for r in records:  # every rank's failures, reported once by rank 0
+            if not r["ok"]:
+                stats.info(f"failed to load test video {r['path']}: {r['failure']} (counted as wrong)")
         summary = summarise(cfg, records, checkpoint=path)
         if info.is_main:
             out = write_outputs(cfg, records, summary, class_names(cfg))

@@ -1,20 +1,37 @@
 """Bookkeeping of videos the data pipeline could not load during training.
 
 Training batches carry ``failures``: the ``(path, reason)`` pairs met while producing their items (a failed
-video is replaced by another). :class:`FailureLog` reports each bad file once per epoch and counts them for
-the ``train_epoch`` line; the stop rule is the data module's ``loader.failures`` tracker (unique failed
-videos of the list > ``DATA.MAX_FAILURE_RATIO``), checked on every rank after merging all ranks' failures.
+video is replaced by another). :class:`FailureLog` reports each bad file once per epoch — rank 0's as they come,
+the other ranks' after gathering them at the end of the epoch — and counts the distinct files of all ranks for
+the ``train_epoch`` line. The stop rule is the data module's ``loader.failures`` tracker (unique failed videos of
+the list > ``DATA.MAX_FAILURE_RATIO``), checked on every rank after merging all ranks' failures.
+
+A dataset that knows a video is bad may pass over it as a replacement without listing it again (each DataLoader
+worker has its own copy of that knowledge); the first failure of a file in an epoch is what gets reported.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import distributed as du
 
 
+def gather_failures(failed: dict[str, str]) -> dict[str, str]:
+    """Every rank's ``path → reason`` failures merged (the first reason in rank order wins).
+
+    Collective: call it on all ranks at the same point.
+    """
+    merged: dict[str, str] = {}
+    for part in du.all_gather_objects(failed):
+        for path, reason in part.items():
+            merged.setdefault(path, reason)
+    return merged
+
+
 class FailureLog:
-    """Per-epoch count of failed video loads, each file reported once per epoch through ``report``."""
+    """This epoch's failed videos (path → reason), each file reported once per epoch through ``report``
+    (an inert callable off rank 0)."""
 
     def __init__(self, *, report: Callable[[str], None]) -> None:
         self.report = report
@@ -22,23 +39,35 @@ class FailureLog:
 
     def reset(self) -> None:
         """Start a new epoch."""
-        self.seen: set[str] = set()
-        self.count = 0
+        self.seen: dict[str, str] = {}
 
-    def record(self, failures: list[tuple[str, str]]) -> None:
-        """Count this rank's failures of one batch and report files not yet seen this epoch."""
-        self.count += len(failures)
+    def record(self, failures: Iterable[tuple[str, str]]) -> None:
+        """Keep this rank's failures of one batch and report the files not yet seen this epoch."""
         for path, reason in failures:
             if path not in self.seen:
-                self.seen.add(path)
-                self.report(f"failed to load {path}: {reason} (replaced by another video)")
+                self.seen[path] = reason
+                self._report(path, reason)
+
+    def end_epoch(self) -> int:
+        """Gather every rank's failures, report those this rank has not, return the distinct files of the epoch.
+
+        Collective: call it on all ranks at the end of the epoch.
+        """
+        merged = gather_failures(self.seen)
+        for path, reason in merged.items():
+            if path not in self.seen:
+                self._report(path, reason)
+        return len(merged)
+
+    def _report(self, path: str, reason: str) -> None:
+        self.report(f"failed to load {path}: {reason} (replaced by another video)")
 
 
 def check_all_ranks(tracker: Any) -> None:
     """Merge every rank's failures into ``tracker`` (a data ``FailureTracker``) and apply its stop rule.
 
-    Collective: call it on all ranks at the same point (decided from all-reduced counts).
+    Collective: call it on all ranks at the same point (decided from all-reduced counts), so every rank holds
+    the same merged failures and takes the same decision.
     """
-    for state in du.all_gather_objects(tracker.state()):
-        tracker.merge(state)
+    tracker.merge(gather_failures(tracker.state()))
     tracker.check()

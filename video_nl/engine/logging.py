@@ -4,7 +4,8 @@
   train_epoch, val_epoch, test_final) and appends the same object as one line to ``OUTPUT_DIR/log.jsonl``;
   numeric fields go to TensorBoard as ``{_type}/{field}`` at the given step.
 * :class:`Progress` is a tqdm bar (loss / lr / clips/s / ETA) on a TTY and plain lines otherwise.
-Non-main ranks get inert instances, so callers never branch on the rank.
+Non-main ranks get inert instances, so callers never branch on the rank. :func:`prepare_output_dir` checks
+``OUTPUT_DIR`` up front; a failed write of a log line later is a :class:`UserError` too.
 """
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from tqdm import tqdm
+
+from ..errors import UserError
+from ..utils.io import append_text, ensure_writable_dir
+from . import distributed as du
 
 
 def _clean(value: Any) -> Any:
@@ -46,9 +51,7 @@ class StatsLogger:
         record = {"_type": kind, **{k: _clean(v) for k, v in stats.items()}}
         line = json.dumps(record)
         print(f"json_stats: {line}", flush=True)
-        with open(self.path, "a") as f:
-            f.write(line + "\n")
-            f.flush()
+        append_text(self.path, line + "\n")
         if self.writer is not None and step is not None:
             for key, value in stats.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
@@ -65,6 +68,22 @@ class StatsLogger:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def prepare_output_dir(cfg: Any, info: du.DistInfo) -> None:
+    """Create ``OUTPUT_DIR`` and check it is writable before any work starts (rank 0, which writes the outputs).
+
+    Collective: every rank raises the same :class:`UserError` when it is not, so no rank waits in a collective.
+    """
+    problem = ""
+    if info.is_main:
+        try:
+            ensure_writable_dir(cfg.OUTPUT_DIR, name="OUTPUT_DIR")
+        except UserError as e:
+            problem = str(e)
+    problem = du.broadcast_object(problem)
+    if problem:
+        raise UserError(problem)
 
 
 def tensorboard_dir(cfg: Any) -> str | None:

@@ -23,11 +23,11 @@ from torch import nn
 
 from .. import __version__
 from ..errors import UserError
-from ..utils.io import safe_torch_load
+from ..utils.io import atomic_write, safe_torch_load
 from . import checkpoint as ckpt
 from . import distributed as du
 from .failures import FailureLog, check_all_ranks
-from .logging import Progress, StatsLogger, Timer, format_eta, tensorboard_dir
+from .logging import Progress, StatsLogger, Timer, format_eta, prepare_output_dir, tensorboard_dir
 from .metrics import topk_correct
 from .optim import LRScheduler, build_optimizer
 from .precise_bn import update_bn_stats
@@ -298,7 +298,6 @@ class EpochMeter:
     top1: float = 0.0
     top5: float = 0.0
     clips: float = 0.0
-    failed: float = 0.0
     iters: int = 0
     data_time: float = 0.0
     iter_time: float = 0.0
@@ -309,7 +308,6 @@ class EpochMeter:
         self.top1 += r.top1
         self.top5 += r.top5
         self.clips += r.clips
-        self.failed += r.failed
         self.iters += 1
         self.data_time += data_time
         self.iter_time += iter_time
@@ -330,14 +328,14 @@ def _log_iter(run: Run, r: StepResult, *, data_time: float, iter_time: float, lr
     }, step=run.global_iteration)
 
 
-def _log_epoch(run: Run, m: EpochMeter, *, lr: float, wall: float) -> None:
+def _log_epoch(run: Run, m: EpochMeter, *, lr: float, wall: float, num_failed: int) -> None:
     n = max(m.clips, 1)
     run.stats.log("train_epoch", {
         "epoch": run.epoch, "max_epoch": run.cfg.SOLVER.MAX_EPOCH, "loss": m.loss / n, "lr": lr,
         "top1_err": 100.0 * (1 - m.top1 / n), "top5_err": 100.0 * (1 - m.top5 / n),
         "clips_per_s": m.clips / max(m.iter_time, 1e-9), "data_time": m.data_time / max(m.iters, 1),
         "iter_time": m.iter_time / max(m.iters, 1),
-        "data_wait_pct": 100.0 * m.data_time / max(m.iter_time, 1e-9), "num_failed_videos": int(m.failed),
+        "data_wait_pct": 100.0 * m.data_time / max(m.iter_time, 1e-9), "num_failed_videos": num_failed,
         "skipped_steps": run.skipped_steps, "epoch_time_s": wall,
     }, step=run.epoch)
 
@@ -373,9 +371,10 @@ def train_epoch(run: Run) -> None:
         if period > 0 and run.global_iteration % period == 0 and run.iteration < run.iters_per_epoch:
             save(run, iteration=run.iteration)
     progress.close()
+    num_failed = run.failures.end_epoch()
     run.epoch += 1
     run.iteration = 0
-    _log_epoch(run, meter, lr=lr, wall=time.perf_counter() - start)
+    _log_epoch(run, meter, lr=lr, wall=time.perf_counter() - start, num_failed=num_failed)
 
 
 # ---------------------------------------------------------------------------------------------- eval
@@ -422,11 +421,11 @@ def _due(epoch: int, period: int, last: int) -> bool:
 # ---------------------------------------------------------------------------------------------- main
 def train(cfg: Any, info: du.DistInfo) -> str:
     """Train to ``SOLVER.MAX_EPOCH`` (resuming if possible); returns the final checkpoint's path."""
+    prepare_output_dir(cfg, info)
     run = build_run(cfg, info)
     try:
         if info.is_main:
-            os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-            with open(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
+            with atomic_write(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), "w") as f:
                 f.write(cfg.dump())
         log_model_info(run)
         resume_or_init(run)

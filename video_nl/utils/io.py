@@ -30,8 +30,11 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise write_error(path, e) from e
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -49,9 +52,43 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
             os.remove(tmp)
         cause = _os_error(e)
         if cause is not None:  # disk full, file too large, read-only, ...: the user's environment, not a bug
-            raise UserError(f"Could not write {path}: {cause.strerror or cause} (errno {cause.errno}); the previous "
-                            f"file at that path, if any, is left untouched. Free space or fix the folder.") from e
+            raise write_error(path, cause, note="the previous file at that path, if any, is left untouched") from e
         raise
+
+
+def write_error(path: str, error: OSError, *, note: str = "") -> UserError:
+    """The :class:`UserError` for a write of ``path`` that failed with ``error`` (disk full, read-only, ...)."""
+    detail = f"; {note}" if note else ""
+    return UserError(f"Could not write {path}: {error.strerror or error} (errno {error.errno}){detail}. "
+                     f"Free space or fix the folder.")
+
+
+def append_text(path: str | os.PathLike, text: str) -> None:
+    """Append ``text`` to ``path`` (a log file) and flush it; an OS error becomes a :class:`UserError`."""
+    path = os.fspath(path)
+    try:
+        with open(path, "a") as f:
+            f.write(text)
+            f.flush()
+    except OSError as e:
+        raise write_error(path, e) from e
+
+
+def ensure_writable_dir(path: str | os.PathLike, *, name: str) -> None:
+    """Create the folder ``path`` if needed and check that a file can be written in it.
+
+    Raises:
+        UserError: naming ``name`` (the config key, e.g. ``OUTPUT_DIR``), ``path`` and the reason.
+    """
+    path = os.fspath(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise UserError(f"{name} {path} cannot be used as an output folder: {e.strerror or e} (errno {e.errno}). "
+                        f"Set {name} to a folder you can write to (not under a regular file, not on a "
+                        f"read-only mount).") from e
 
 
 def _os_error(error: BaseException | None) -> OSError | None:

@@ -6,7 +6,7 @@ on CPU the non-local fast path uses this instead when gradients are needed. Forw
 the score matrix at a time and saves q, k, v, the output and the per-query log-sum-exp; backward
 recomputes each chunk's probabilities (the FlashAttention recurrences with whole-row chunks, so every
 product is a large GEMM). Extra memory is O(L·E) plus a ``CHUNK_ROWS × S`` buffer: linear in the
-number of positions.
+number of positions. Small maps (``MATERIALIZE_ELEMENTS``) take the plain materialised path, faster there.
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import torch
 
 # Queries per chunk: large enough for efficient GEMMs, fixed so that the buffer grows linearly with S.
 CHUNK_ROWS = 1024
+# Below this many score elements (M·L·S; 2^24 fp32 = 64 MiB) the map is small and plain autograd is faster.
+MATERIALIZE_ELEMENTS = 1 << 24
 
 
 class _ChunkedSoftmaxAttention(torch.autograd.Function):
@@ -56,5 +58,10 @@ class _ChunkedSoftmaxAttention(torch.autograd.Function):
 
 
 def chunked_softmax_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float) -> torch.Tensor:
-    """softmax(q kᵀ · scale) v for q M×L×E, k M×S×E, v M×S×Ev (same dtype) -> M×L×Ev, without an L×S map."""
+    """softmax(q kᵀ · scale) v for q M×L×E, k M×S×E, v M×S×Ev (same dtype) -> M×L×Ev.
+
+    Chunked (no M×L×S map kept for backward) unless the map has at most ``MATERIALIZE_ELEMENTS`` elements.
+    """
+    if q.shape[0] * q.shape[1] * k.shape[1] <= MATERIALIZE_ELEMENTS:
+        return torch.softmax((q * scale) @ k.transpose(-1, -2), dim=-1) @ v
     return _ChunkedSoftmaxAttention.apply(q, k, v, scale)

@@ -107,6 +107,9 @@ class NonLocalBlock(nn.Module):
         else:
             y = self._fast_aggregate(q, k, v)
         y = unfold_groups(from_tokens(y, self.mode, b * self.groups, t // self.groups, h, w), self.groups)
+        # from_tokens gives a transposed (channels-last) view; conv_out, BN and their backward run several
+        # times slower on it than on x's own layout, and x + out would copy: match x's memory format.
+        y = y.contiguous(memory_format=torch.contiguous_format if x.is_contiguous() else torch.channels_last_3d)
         out = self.conv_out(y)
         z = x + (self.bn(out) if self.bn is not None else out)
         if return_attention:

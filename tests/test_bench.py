@@ -1,0 +1,110 @@
+"""Bench harness logic with tiny shapes (no timing assertions)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from video_nl.bench import common, report, runner
+from video_nl.bench.common import Stats, better_by, make_row, peak_memory, time_interleaved
+from video_nl.bench.model_bench import build_ours, fold_conv_bn
+from video_nl.bench.nonlocal_bench import PEER, Case, make_blocks, max_output_difference
+from video_nl.bench.scaling import loglog_slope
+
+CPU = torch.device("cpu")
+
+
+def test_better_by_direction():
+    assert better_by(metric="fwd_bwd_time", ours=1.0, peer=2.0) == 2.0
+    assert better_by(metric="fwd_bwd_peak_mem", ours=4.0, peer=1.0) == 0.25
+    assert better_by(metric="clips_per_s", ours=3.0, peer=1.5) == 2.0
+
+
+def test_make_row_format():
+    row = make_row(bench="nonlocal", case="long_clip", impl="fused", metric="fwd_bwd_time",
+                   ours=Stats.of([1.0, 2.0, 3.0]), peer=Stats.of([4.0, 4.0, 5.0]), method="x")
+    assert list(row)[:7] == ["bench", "case", "impl", "metric", "ours", "peer", "better_by"]
+    assert (row["ours"], row["peer"], row["better_by"]) == (2.0, 4.0, 2.0)
+    assert (row["ours_min"], row["ours_max"], row["repeats"], row["unit"], row["method"]) == (1.0, 3.0, 3, "ms", "x")
+    json.dumps(row)
+
+
+def test_stats_inverted_swaps_min_and_max():
+    clips = Stats.of([1.0, 2.0, 4.0]).inverted(2.0)
+    assert (clips.median, clips.min, clips.max) == (1.0, 0.5, 2.0)
+
+
+def test_time_interleaved_rotates_order():
+    calls: list[str] = []
+    fns = {name: (lambda n=name: calls.append(n)) for name in "abc"}
+    stats = time_interleaved(fns, device=CPU, warmup=1, repeats=2)
+    assert calls == list("abc" "bca" "cab")
+    assert all(s.n == 2 for s in stats.values())
+
+
+def test_peak_memory_measures_a_known_allocation():
+    size = 8 * 2**20
+
+    def allocate() -> None:
+        a = torch.empty(size, dtype=torch.uint8)
+        a.fill_(1)
+        b = torch.empty(size, dtype=torch.uint8)  # both alive: peak 2 × size
+        del a, b
+
+    peak = peak_memory(allocate, device=CPU)
+    assert 2 * size <= peak < 2 * size + 2**20
+
+
+def test_nonlocal_blocks_match_the_peer():
+    case = Case(batch=2, dim=16, size=(2, 4, 4), key_pool=(1, 2, 2), repeats=1)
+    blocks = make_blocks(case, device=CPU)
+    x = torch.randn(2, 16, 2, 4, 4)
+    for impl in ("fused", "explicit"):
+        assert max_output_difference(blocks[impl], blocks[PEER], x) <= 1e-5
+    blocks[PEER].conv_g.bias.data += 1.0  # the check does notice a different peer
+    assert max_output_difference(blocks["fused"], blocks[PEER], x) > 1e-3
+
+
+def test_fold_conv_bn_keeps_the_output():
+    model = build_ours(frames=4, crop=32, width=4).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+    x = torch.randn(1, 3, 4, 32, 32)
+    folded = fold_conv_bn(model)
+    left = [n for n, m in folded.named_modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    assert left and all(".nl" in n for n in left)  # only the NL output BNs (after conv_out, not folded)
+    with torch.no_grad():
+        ref = model(x)
+        torch.testing.assert_close(folded(x), ref, atol=1e-4 * ref.abs().max().item(), rtol=1e-3)
+
+
+def test_loglog_slope():
+    assert loglog_slope([1, 2, 4, 8], [3, 12, 48, 192]) == pytest.approx(2.0)
+
+
+def test_markdown_table():
+    rows = [make_row(bench="model", case="train_step", impl="fp32", metric="clips_per_s", ours=3.0, peer=2.0)]
+    table = report.markdown_table(rows)
+    assert table.splitlines()[0].startswith("| bench | case |")
+    assert "**1.50×**" in table
+
+
+@pytest.mark.parametrize("which", ["nonlocal", "scaling"])
+def test_runner_quick_json(tmp_path, capsys, which):
+    args = argparse.Namespace(which=which, json=True, device="cpu", quick=True, out=str(tmp_path))
+    assert runner.main(args) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    saved = [json.loads(line) for line in (tmp_path / "bench.jsonl").read_text().splitlines()]
+    assert printed == saved and all(r["bench"] == which for r in saved)
+    assert (tmp_path / "bench.md").exists() and (tmp_path / f"{which}.png").exists()
+    if which == "nonlocal":
+        metrics = {r["metric"] for r in saved if r["case"] == "long_clip" and r["impl"] == "fused"}
+        assert {"fwd_bwd_time", "fwd_bwd_peak_mem"} <= metrics
+        assert all(r["method"] == common.MEMORY_METHODS["cpu"] for r in saved if r["metric"].endswith("_mem"))
+    else:
+        assert {r["impl"] for r in saved if r["metric"] == "mem_exponent"} == {"fused", "explicit", "gc", "latentgnn"}
