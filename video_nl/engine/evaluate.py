@@ -5,8 +5,9 @@ output is softmaxed per view (it is log-mean-prob on maps larger than the traini
 otherwise — softmax gives the view's class distribution either way), then aggregated with
 ``TEST.ENSEMBLE_METHOD`` (sum → reported as the mean probability, or max). Under DDP each rank scores
 ``indices[rank::world]``; ``(index, scores)`` pairs are gathered and deduplicated by index. A video that
-fails to decode counts as wrong. ``TEST.VIEWS_SWEEP`` adds 1/3/5/10-clip results from the same pass (k
-clips evenly spaced among the clips tested, all crops).
+fails to decode counts as wrong; when more than ``DATA.MAX_FAILURE_RATIO`` of the list failed, the test stops
+with an error naming examples after writing its outputs (same decision on every rank). ``TEST.VIEWS_SWEEP``
+adds 1/3/5/10-clip results from the same pass (k clips evenly spaced among the clips tested, all crops).
 
 Outputs in ``OUTPUT_DIR/test/``: predictions.json, summary.json, per_class.csv, confusion_matrix.png.
 """
@@ -23,6 +24,7 @@ from ..errors import UserError
 from ..utils.io import atomic_json_dump, atomic_write
 from . import checkpoint as ckpt
 from . import distributed as du
+from .failures import check_all_ranks
 from .logging import Progress, StatsLogger, prepare_output_dir, tensorboard_dir
 from .metrics import confusion_matrix, mean_class_accuracy, per_class_accuracy, topk_correct
 
@@ -89,12 +91,12 @@ def sweep_scores(probs: torch.Tensor, *, num_clips: int, num_crops: int, method:
     return out
 
 
-def score_videos(cfg: Any, info: du.DistInfo, model: torch.nn.Module, stats: StatsLogger) -> list[dict]:
-    """Score this rank's share of the test list; one record per video (``scores`` None when it failed)."""
-    from ..data.datasets import build_test_loader
+def score_videos(cfg: Any, info: du.DistInfo, model: torch.nn.Module, loader: torch.utils.data.DataLoader,
+                 stats: StatsLogger) -> list[dict]:
+    """Score this rank's share of the test ``loader``; one record per video (``scores`` None when it failed,
+    added to ``loader.failures``)."""
     from .train import autocast, iterate
 
-    loader = build_test_loader(cfg, "test", distributed=info.distributed)
     chunk = max(cfg.TEST.BATCH_SIZE // info.world_size, 1)
     crops, clips = cfg.TEST.NUM_SPATIAL_CROPS, cfg.TEST.NUM_ENSEMBLE_VIEWS
     progress = Progress(total=len(loader), start=0, desc="test", enabled=info.is_main, period=cfg.LOG_PERIOD)
@@ -229,6 +231,8 @@ def plot_confusion(matrix: torch.Tensor, names: list[str], path: str) -> None:
 
 def run_test(cfg: Any, info: du.DistInfo, *, checkpoint: str | None = None) -> dict:
     """Multi-view test of ``checkpoint`` (resolved by :func:`resolve_checkpoint`); returns the summary."""
+    from ..data.datasets import build_test_loader
+
     path = resolve_checkpoint(cfg, checkpoint)
     prepare_output_dir(cfg, info)
     stats = StatsLogger(output_dir=cfg.OUTPUT_DIR, enabled=info.is_main, tb_dir=tensorboard_dir(cfg))
@@ -236,7 +240,8 @@ def run_test(cfg: Any, info: du.DistInfo, *, checkpoint: str | None = None) -> d
         stats.info(f"testing {path}: {cfg.TEST.NUM_ENSEMBLE_VIEWS} clips x {cfg.TEST.NUM_SPATIAL_CROPS} crops at "
                    f"{cfg.DATA.TEST_CROP_SIZE}px, ensemble {cfg.TEST.ENSEMBLE_METHOD}")
         model = load_model(cfg, info, path)
-        records = gather_records(score_videos(cfg, info, model, stats))
+        loader = build_test_loader(cfg, "test", distributed=info.distributed)
+        records = gather_records(score_videos(cfg, info, model, loader, stats))
         for r in records:  # every rank's failures, reported once by rank 0
             if not r["ok"]:
                 stats.info(f"failed to load test video {r['path']}: {r['failure']} (counted as wrong)")
@@ -248,6 +253,7 @@ def run_test(cfg: Any, info: du.DistInfo, *, checkpoint: str | None = None) -> d
                        f"{summary['mean_class_acc']:.2f}  ({summary['num_videos']} videos, {summary['num_failed']} "
                        f"failed); results in {out}")
         du.barrier()
+        check_all_ranks(loader.failures)  # after the outputs are written: a stop loses no results
         return summary
     finally:
         stats.close()

@@ -1,10 +1,11 @@
-"""Bookkeeping of videos the data pipeline could not load during training.
+"""Bookkeeping of videos the data pipeline could not load during training and validation.
 
-Training batches carry ``failures``: the ``(path, reason)`` pairs met while producing their items (a failed
-video is replaced by another). :class:`FailureLog` reports each bad file once per epoch — rank 0's as they come,
-the other ranks' after gathering them at the end of the epoch — and counts the distinct files of all ranks for
-the ``train_epoch`` line. The stop rule is the data module's ``loader.failures`` tracker (unique failed videos of
-the list > ``DATA.MAX_FAILURE_RATIO``), checked on every rank after merging all ranks' failures.
+Train/val batches carry ``failures``: the ``(path, reason)`` pairs met while producing their items (a failed
+video is replaced by another). :class:`FailureLog` reports each bad file once per epoch (or validation) — rank
+0's as they come, the other ranks' after gathering them at the end — and counts the distinct files of all ranks
+for the ``train_epoch`` / ``val_epoch`` line. The stop rule is the data module's ``loader.failures`` tracker
+(unique failed videos of the list > ``DATA.MAX_FAILURE_RATIO``), checked on every rank after merging all ranks'
+failures.
 
 A dataset that knows a video is bad may pass over it as a replacement without listing it again (each DataLoader
 worker has its own copy of that knowledge); the first failure of a file in an epoch is what gets reported.
@@ -31,10 +32,11 @@ def gather_failures(failed: dict[str, str]) -> dict[str, str]:
 
 class FailureLog:
     """This epoch's failed videos (path → reason), each file reported once per epoch through ``report``
-    (an inert callable off rank 0)."""
+    (an inert callable off rank 0). ``split`` names the list in reports ("val" → "failed to load val video …")."""
 
-    def __init__(self, *, report: Callable[[str], None]) -> None:
+    def __init__(self, *, report: Callable[[str], None], split: str = "") -> None:
         self.report = report
+        self.subject = f"{split} video " if split else ""
         self.reset()
 
     def reset(self) -> None:
@@ -60,7 +62,7 @@ class FailureLog:
         return len(merged)
 
     def _report(self, path: str, reason: str) -> None:
-        self.report(f"failed to load {path}: {reason} (replaced by another video)")
+        self.report(f"failed to load {self.subject}{path}: {reason} (replaced by another video)")
 
 
 def check_all_ranks(tracker: Any) -> None:

@@ -391,13 +391,20 @@ def precise_bn(run: Run) -> None:
 
 @torch.no_grad()
 def validate(run: Run) -> dict:
-    """1-clip accuracy on the val split (every video once over all ranks); logs a ``val_epoch`` line."""
+    """1-clip accuracy on the val split (every video once over all ranks); logs a ``val_epoch`` line.
+
+    Val videos that fail to load are replaced (as in training), reported once per validation and counted in
+    ``num_failed_videos``; then the val list's ``DATA.MAX_FAILURE_RATIO`` rule is applied on every rank.
+    """
     model = ckpt.unwrap(run.model)
     model.eval()
     device = run.dist.device
+    failures = FailureLog(report=run.stats.info, split="val")
     run.val_loader.sampler.set_epoch(run.epoch)
     loss = top1 = top5 = n = 0.0
     for batch in iterate(run.val_loader):
+        failures.record(batch["failures"])
+        run.val_loader.failures.add(batch["failures"])
         video = batch["video"].to(device)
         labels = torch.as_tensor(batch["label"]).to(device)
         with autocast(run.cfg, device):
@@ -408,8 +415,9 @@ def validate(run: Run) -> dict:
     loss, top1, top5, n = du.all_reduce_sum([loss, top1, top5, n], device=device)
     n = max(n, 1)
     stats = {"epoch": run.epoch, "loss": loss / n, "top1_err": 100.0 * (1 - top1 / n),
-             "top5_err": 100.0 * (1 - top5 / n), "num_videos": int(n)}
+             "top5_err": 100.0 * (1 - top5 / n), "num_videos": int(n), "num_failed_videos": failures.end_epoch()}
     run.stats.log("val_epoch", stats, step=run.epoch)
+    check_all_ranks(run.val_loader.failures)
     model.train()
     return stats
 
