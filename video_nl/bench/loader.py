@@ -3,11 +3,12 @@
 Both benches write their own videos (320×256, 30 fps, H.264 with the encoder's default GOP, like short-side-
 256 Kinetics) in a temporary folder, so they run anywhere.
 
-* ``loader`` — clips/s of the 8×8 train pattern (random 64-frame window, 8 frames, random scale + 224 crop +
-  flip + normalise) in one process: our :class:`VideoClipDataset` (decord, exact-index decoding) vs
-  ``pytorchvideo.data.Kinetics(decoder="pyav", decode_audio=False)`` with a random 64-frame clip sampler and
-  a plain-function transform doing the same temporal subsampling and spatial work. Rounds alternate between
-  the two after a warm-up; the table reports medians.
+* ``loader`` — clips/s of the 8×8 train pattern (random start, 8 frames at stride 8, random short-side scale
+  in [256, 320] + 224 crop + flip + normalise → float 3×8×224×224) in one process with one intra-op thread (as
+  in a DataLoader worker): our :class:`VideoClipDataset` (decord in the timeout helper process, exact-index
+  decoding, default config) vs ``pytorchvideo.data.Kinetics(decoder="pyav", decode_audio=False)`` with a
+  random 64-frame clip sampler and PyTorchVideo's train recipe written in torch ops (:func:`_peer_transform`).
+  Rounds of 8 clips alternate (order rotated) after a warm-up round; the row reports medians.
 * ``test-decode`` — frames the decoder produces per video for 10 clips × 3 crops, decoding the union of all
   views once vs one decode per view (PySlowFast's replication). Both go through our PyAV path, which counts
   every frame coming out of the decoder (including those between a keyframe and the first needed frame).
@@ -15,22 +16,26 @@ Both benches write their own videos (320×256, 30 fps, H.264 with the encoder's 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import itertools
 import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..config import get_default_config
 from ..data.datasets import VideoClipDataset
 from ..data.decoding import decode_clip
 from ..data.encoding import write_video
 from ..data.sampling import MultiClipSampler
-from ..data.transforms import train_transform
+from .common import make_row, time_interleaved
 
 
 def _write_videos(folder: str, *, count: int, seconds: float, fps: int = 30) -> list[str]:
@@ -54,62 +59,95 @@ def _cfg(folder: str, paths: list[str]) -> Any:
     return cfg
 
 
-def _peer_dataset(csv: str, cfg: Any):
-    from pytorchvideo.data import Kinetics, make_clip_sampler
-
+def _peer_transform(cfg: Any, generator: torch.Generator):
+    """PyTorchVideo's Kinetics train recipe in plain torch ops (``pytorchvideo.transforms`` is broken with the
+    current torchvision), in its order: temporal subsample at stride ``SAMPLING_RATE``, ``/255`` and
+    normalise, random short-side scale (bilinear ``F.interpolate``), random crop, random flip. The output is
+    the same normalised float ``3×T×crop×crop`` clip as ours."""
     data = cfg.DATA
-    span_s = data.NUM_FRAMES * data.SAMPLING_RATE / 30.0
-    g = torch.Generator().manual_seed(0)
+    mean = torch.tensor(data.MEAN).view(3, 1, 1, 1)
+    std = torch.tensor(data.STD).view(3, 1, 1, 1)
+    low, high, crop = *data.TRAIN_JITTER_SCALES, data.TRAIN_CROP_SIZE
 
-    def transform(item: dict) -> dict:  # pytorchvideo.transforms is broken with current torchvision
-        video = item["video"]  # C×T'×H×W float 0..255, every frame of the window
-        keep = torch.linspace(0, video.shape[1] - 1, data.NUM_FRAMES).long()
-        frames = video[:, keep].permute(1, 2, 3, 0).round().to(torch.uint8)
-        item["video"] = train_transform(frames, jitter_scales=data.TRAIN_JITTER_SCALES, crop_size=data.TRAIN_CROP_SIZE,
-                                        flip=True, mean=data.MEAN, std=data.STD, generator=g)
+    def transform(item: dict) -> dict:
+        video = item["video"][:, ::data.SAMPLING_RATE][:, :data.NUM_FRAMES]  # C×T×H×W float 0..255
+        video = (video / 255.0 - mean) / std
+        h, w = video.shape[-2:]
+        size = int(torch.randint(low, high + 1, (1,), generator=generator))
+        new_h, new_w = (size, round(w * size / h)) if h <= w else (round(h * size / w), size)
+        video = F.interpolate(video, size=(new_h, new_w), mode="bilinear", align_corners=False)
+        top = int(torch.randint(0, new_h - crop + 1, (1,), generator=generator))
+        left = int(torch.randint(0, new_w - crop + 1, (1,), generator=generator))
+        video = video[..., top:top + crop, left:left + crop]
+        item["video"] = video.flip(-1) if bool(torch.rand((), generator=generator) < 0.5) else video
         return item
 
-    return Kinetics(data_path=csv, clip_sampler=make_clip_sampler("random", span_s), decoder="pyav",
-                    decode_audio=False, transform=transform)
+    return transform
 
 
-def _time(fn, n: int) -> float:
-    start = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return n / (time.perf_counter() - start)
+def _peer_clips(csv: str, cfg: Any) -> Callable[[], dict]:
+    """Next-clip function of ``pytorchvideo.data.Kinetics`` (PyAV, random window of NUM_FRAMES·SAMPLING_RATE
+    frames at 30 fps, one clip per video per pass; a new pass starts when one ends)."""
+    from pytorchvideo.data import Kinetics, make_clip_sampler
+
+    span_s = cfg.DATA.NUM_FRAMES * cfg.DATA.SAMPLING_RATE / 30.0
+    dataset = Kinetics(data_path=csv, clip_sampler=make_clip_sampler("random", span_s), decoder="pyav",
+                       decode_audio=False, transform=_peer_transform(cfg, torch.Generator().manual_seed(0)))
+    clips = iter(dataset)
+
+    def next_clip() -> dict:
+        nonlocal clips
+        try:
+            return next(clips)
+        except StopIteration:
+            clips = iter(dataset)
+            return next(clips)
+
+    return next_clip
+
+
+def _our_clips(cfg: Any) -> Callable[[], dict]:
+    """Next-clip function of our train :class:`VideoClipDataset` (cycling through the videos)."""
+    dataset = VideoClipDataset(cfg, "train")
+    counter = itertools.count()
+    return lambda: dataset[(0, next(counter) % len(dataset))]
+
+
+def _batch(next_clip: Callable[[], dict], clips: int) -> Callable[[], None]:
+    def run() -> None:
+        for _ in range(clips):
+            next_clip()
+    return run
+
+
+@contextlib.contextmanager
+def _intra_op_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` intra-op threads (as in a DataLoader worker, where PyTorch sets 1), then restore."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def run_loader(args: argparse.Namespace) -> list[dict]:
-    """Train-pattern clips/s, ours vs PyTorchVideo (one process each, interleaved rounds, medians)."""
+    """Train-pattern clips/s, ours vs PyTorchVideo: one process, one intra-op thread (as in a DataLoader
+    worker), interleaved rounds of ``clips`` clips each after a warm-up round; medians."""
     quick = getattr(args, "quick", False)
-    rounds, per_round = (3, 4) if quick else (7, 12)
+    videos, seconds, rounds, clips = (3, 4, 2, 3) if quick else (8, 10, 9, 8)
     with tempfile.TemporaryDirectory(prefix="video_nl_bench_") as folder:
-        paths = _write_videos(folder, count=3 if quick else 8, seconds=4 if quick else 10)
+        paths = _write_videos(folder, count=videos, seconds=seconds)
         cfg = _cfg(folder, paths)
-        ours_ds = VideoClipDataset(cfg, "train")
-        counter = iter(range(10 ** 9))
-        ours = lambda: ours_ds[(0, next(counter) % len(ours_ds))]  # noqa: E731
-        peer_ds = _peer_dataset(os.path.join(folder, "train.csv"), cfg)
-        peer_it = iter(peer_ds)
-
-        def peer() -> None:  # the iterable dataset yields one clip per video per pass: start another pass
-            nonlocal peer_it
-            try:
-                next(peer_it)
-            except StopIteration:
-                peer_it = iter(peer_ds)
-                next(peer_it)
-        _time(ours, 2), _time(peer, 2)  # warm-up: helper process start, imports, caches
-        ours_rates, peer_rates = [], []
-        for _ in range(rounds):
-            ours_rates.append(_time(ours, per_round))
-            peer_rates.append(_time(peer, per_round))
-    o, p = statistics.median(ours_rates), statistics.median(peer_rates)
-    case = f"train 8x8 224crop 320x256@30fps {len(paths)} videos"
-    return [{"bench": "loader", "case": case, "impl": "video_nl VideoClipDataset (decord) vs pytorchvideo Kinetics (pyav)",
-             "metric": "clips_per_s", "ours": round(o, 2), "peer": round(p, 2), "better_by": round(o / p, 2),
-             "target": ">= 2", "rounds": rounds, "clips_per_round": per_round}]
+        fns = {"ours": _batch(_our_clips(cfg), clips),
+               "peer": _batch(_peer_clips(os.path.join(folder, "train.csv"), cfg), clips)}
+        with _intra_op_threads(1):
+            stats = time_interleaved(fns, device=torch.device("cpu"), warmup=1, repeats=rounds)
+    case = f"train 8x8 224crop 320x256@30fps {videos} videos"
+    return [make_row(bench="loader", case=case, metric="clips_per_s",
+                     impl="video_nl VideoClipDataset (decord) vs pytorchvideo Kinetics (pyav)",
+                     ours=stats["ours"].inverted(clips), peer=stats["peer"].inverted(clips), target=">= 2",
+                     clips_per_round=clips, intra_op_threads=1, load_average=round(os.getloadavg()[0], 2))]
 
 
 def run_test_decode(args: argparse.Namespace) -> list[dict]:

@@ -2,9 +2,10 @@
 
 decord's ``get_batch`` can hang forever *holding the GIL* on damaged files (decord issue #373), so a thread
 cannot time it out. With ``timeout_s > 0`` every decode therefore runs in a small helper process (one per
-calling process, e.g. per DataLoader worker; started on first use, ~0.5 s) that this module kills and
-restarts when a video exceeds its time; the helper is also recycled every ``RECYCLE_EVERY`` videos, which
-bounds decord's memory growth. ``timeout_s <= 0`` decodes in the calling process (no protection, no copy).
+calling process, e.g. per DataLoader worker; started on first use, ~0.5 s; frames come back through shared
+memory, one copy each side) that this module kills and restarts when a video exceeds its time; the helper
+is also recycled every ``RECYCLE_EVERY`` videos, which bounds decord's memory growth. ``timeout_s <= 0``
+decodes in the calling process (no protection, no copy).
 
 When decord fails on a file (cannot open, bad batch, timeout), the file is decoded again with PyAV and a
 warning is logged once per file. Paths go through iopath's ``PathManager``: local paths are used as they
@@ -23,6 +24,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .decoders import DecodeError, DecodeResult, IndexFn, VideoInfo, check_file, decode_local, probe_pyav
@@ -124,18 +126,20 @@ def _helper_failure(error: Exception, timeout_s: float) -> str:
 
 
 class _Helper:
-    """A decode helper process (``video_nl.data._decode_server``) talking length-prefixed pickles over pipes."""
+    """A decode helper process (``video_nl.data._decode_server``) talking length-prefixed pickles over pipes;
+    decoded frames come back through a shared-memory file (memfd) instead of the pipe."""
 
     def __init__(self) -> None:
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
+        self._frames = os.memfd_create("video_nl_decoded_frames")
         env = dict(os.environ)
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "video_nl.data._decode_server", str(to_child_r), str(from_child_w)],
-            pass_fds=(to_child_r, from_child_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, env=env)
+            [sys.executable, "-m", "video_nl.data._decode_server", str(to_child_r), str(from_child_w),
+             str(self._frames)], pass_fds=(to_child_r, from_child_w, self._frames), stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         os.close(to_child_r)
         os.close(from_child_w)
         self.pid, self.served, self.lock = os.getpid(), 0, threading.Lock()
@@ -157,6 +161,8 @@ class _Helper:
                 deadline = time.monotonic() + timeout_s
                 size = int.from_bytes(self._read(8, deadline), "little")
                 status, payload = pickle.loads(self._read(size, deadline))
+                if status == "ok":
+                    payload = self._with_frames(*payload)
             except TimeoutError:
                 raise
             except OSError as e:  # a dead helper: BrokenPipeError, ConnectionError
@@ -168,6 +174,18 @@ class _Helper:
         if status == "error":
             raise DecodeError(message[0], payload)
         raise RuntimeError(f"decode helper failed on {message[0]}:\n{payload}")
+
+    def _with_frames(self, result: DecodeResult, shape: tuple[int, ...]) -> DecodeResult:
+        """``result`` with its uint8 frames of ``shape`` read from the shared-memory file (one copy)."""
+        frames = np.empty(shape, dtype=np.uint8)
+        view, offset = memoryview(frames).cast("B"), 0
+        while offset < len(view):
+            read = os.preadv(self._frames, [view[offset:]], offset)
+            if not read:
+                raise ConnectionError("decode helper wrote fewer frame bytes than announced")
+            offset += read
+        result.frames = frames
+        return result
 
     def _read(self, size: int, deadline: float) -> bytes:
         chunks, left = [], size
@@ -191,7 +209,7 @@ class _Helper:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
-        for fd in (self._to_child, self._from_child):
+        for fd in (self._to_child, self._from_child, self._frames):
             try:
                 os.close(fd)
             except OSError:

@@ -1,6 +1,8 @@
 """Spatial transforms on whole clips at once: uint8 ``T×H×W×3`` frames → normalised float ``3×T×H×W``.
 
-Every frame of a clip gets the same scale, crop and flip (one ``F.interpolate`` call over the T frames).
+Every frame of a clip gets the same scale, crop and flip (one resize over the T frames). Training computes only
+the pixels its crop keeps, from the source region they read (crop the region of interest, then scale); testing
+keeps every crop, so it resizes whole frames with ``F.interpolate``.
 Randomness comes only from the ``torch.Generator`` passed in, so a clip is reproducible from its seed.
 """
 from __future__ import annotations
@@ -16,17 +18,26 @@ def short_side_resize(frames: torch.Tensor, size: int) -> torch.Tensor:
     h, w = frames.shape[-2:]
     if min(h, w) == size:
         return frames
+    return F.interpolate(frames, size=_short_side_size(h, w, size), mode="bilinear", align_corners=False,
+                         antialias=False)
+
+
+def _short_side_size(h: int, w: int, size: int) -> tuple[int, int]:
+    """``(height, width)`` after scaling the short side of ``h×w`` to ``size`` (aspect kept, rounded)."""
     if h <= w:
-        new_h, new_w = size, max(round(w * size / h), size)
-    else:
-        new_h, new_w = max(round(h * size / w), size), size
-    return F.interpolate(frames, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=False)
+        return size, max(round(w * size / h), size)
+    return max(round(h * size / w), size), size
+
+
+def _check_frames(frames: torch.Tensor) -> None:
+    """Raise ValueError unless ``frames`` is uint8 ``T×H×W×3``."""
+    if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"expected uint8 T×H×W×3 frames, got {frames.dtype} {tuple(frames.shape)}")
 
 
 def _to_float(frames: torch.Tensor) -> torch.Tensor:
     """uint8 ``T×H×W×3`` → float ``T×3×H×W`` on [0, 255]."""
-    if frames.dtype != torch.uint8 or frames.dim() != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"expected uint8 T×H×W×3 frames, got {frames.dtype} {tuple(frames.shape)}")
+    _check_frames(frames)
     return frames.permute(0, 3, 1, 2).float()
 
 
@@ -37,20 +48,61 @@ def _normalise(frames: torch.Tensor, mean: Sequence[float], std: Sequence[float]
     return ((frames - mean_t) * scale).transpose(-4, -3).contiguous()
 
 
+def _bilinear_matrix(in_size: int, out_size: int, start: int, length: int) -> tuple[torch.Tensor, int]:
+    """Weights of output pixels ``start .. start+length−1`` of a bilinear resize of one side from ``in_size`` to
+    ``out_size`` over the source pixels they read, with ``F.interpolate``'s convention (``align_corners=False``,
+    no antialias: output ``j`` reads source position ``(j + ½)·in/out − ½``, clamped to the edges).
+
+    Returns ``(matrix, first)``: ``matrix`` is ``length × n`` (two non-zeros a row) over source pixels
+    ``first .. first+n−1``."""
+    dst = torch.arange(start, start + length, dtype=torch.float32)
+    src = ((dst + 0.5) * (in_size / out_size) - 0.5).clamp_(min=0.0)
+    i0 = src.long()
+    i1 = (i0 + 1).clamp_(max=in_size - 1)
+    frac = src - i0
+    first = int(i0[0])
+    matrix = torch.zeros(length, int(i1[-1]) + 1 - first)
+    rows = torch.arange(length)
+    matrix.index_put_((rows, i0 - first), 1.0 - frac, accumulate=True)
+    matrix.index_put_((rows, i1 - first), frac, accumulate=True)
+    return matrix, first
+
+
+def _resized_crop(frames: torch.Tensor, size: tuple[int, int], top: int, left: int, crop_size: int,
+                  flip: bool) -> torch.Tensor:
+    """The ``crop_size``² window at (``top``, ``left``) of the frames bilinearly resized to ``size`` (then
+    optionally flipped): uint8 ``T×H×W×3`` → float ``3×T×crop×crop`` on [0, 255].
+
+    Only the source region the window reads is converted to float, and it is resized by two small matrix
+    products (rows, then columns), so the pixels the crop discards are never interpolated. Equals
+    ``F.interpolate`` of whole frames followed by the crop, up to float rounding."""
+    (h, w), (new_h, new_w) = frames.shape[1:3], size
+    rows, r0 = _bilinear_matrix(h, new_h, top, crop_size)
+    cols, c0 = _bilinear_matrix(w, new_w, left, crop_size)
+    if flip:
+        cols = cols.flip(0)
+    region = frames[:, r0:r0 + rows.shape[1], c0:c0 + cols.shape[1]].permute(3, 0, 1, 2).float()
+    return rows @ region @ cols.T
+
+
 def train_transform(frames: torch.Tensor, *, jitter_scales: Sequence[int], crop_size: int, flip: bool,
                     mean: Sequence[float], std: Sequence[float], generator: torch.Generator) -> torch.Tensor:
     """Random short-side scale in ``jitter_scales`` (inclusive), random ``crop_size``² crop, optional random
-    horizontal flip (p = 0.5), normalisation. uint8 ``T×H×W×3`` → float ``3×T×crop×crop``."""
+    horizontal flip (p = 0.5), normalisation. uint8 ``T×H×W×3`` → float ``3×T×crop×crop``.
+
+    Same result as bilinearly resizing whole frames (:func:`short_side_resize`) and cropping, but only the
+    crop's pixels are computed, from the source region it reads (see :func:`_resized_crop`)."""
+    _check_frames(frames)
     low, high = int(jitter_scales[0]), int(jitter_scales[1])
     scale = int(torch.randint(low, high + 1, (1,), generator=generator))
-    x = short_side_resize(_to_float(frames), max(scale, crop_size))
-    h, w = x.shape[-2:]
+    h, w = _short_side_size(*frames.shape[1:3], max(scale, crop_size))
     top = int(torch.randint(0, h - crop_size + 1, (1,), generator=generator))
     left = int(torch.randint(0, w - crop_size + 1, (1,), generator=generator))
-    x = x[..., top:top + crop_size, left:left + crop_size]
-    if flip and bool(torch.rand((), generator=generator) < 0.5):
-        x = x.flip(-1)
-    return _normalise(x, mean, std)
+    flipped = flip and bool(torch.rand((), generator=generator) < 0.5)
+    x = _resized_crop(frames, (h, w), top, left, crop_size, flipped)
+    mean_t = torch.tensor(mean, dtype=x.dtype).view(3, 1, 1, 1) * 255.0
+    scale_t = 1.0 / (torch.tensor(std, dtype=x.dtype).view(3, 1, 1, 1) * 255.0)
+    return x.sub_(mean_t).mul_(scale_t)
 
 
 def crop_offsets(length: int, crop_size: int, num_crops: int) -> list[int]:
