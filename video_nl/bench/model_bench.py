@@ -4,8 +4,11 @@ Ours: ``build_model`` (MODEL.ARCH i3d, NONLOCAL.PRESET 5). Peer: PyTorchVideo's 
 ``i3d_r50`` settings and its ``NonLocal`` (softmax, C/2 inner, 1×2×2 key pool) inserted after res3 blocks
 1, 3 and res4 blocks 1, 3, 5 (each such ResBlock becomes ``Sequential(block, nonlocal)``).
 Cases: ``train_step`` (forward, cross-entropy, backward, SGD with momentum/nesterov/weight decay) and
-``inference`` (eval, no grad; ours with conv-BN folding). Impls: ``fp32`` (main rows, both fp32) and
-``bf16`` (both under bf16 autocast; only where the device supports it). The fp32 train row carries
+``inference`` (eval, no grad; ours with conv-BN folding). Each row's ``impl`` names both sides' setups
+(:class:`Setup`): where bf16 is fast (AVX512-BF16/AMX CPU, bf16 CUDA) the primary row is
+``ours_bf16_cl_vs_peer_fp32`` (ours as recommended, TRAIN.MIXED_PRECISION bf16 + TRAIN.CHANNELS_LAST, vs
+the peer as its users run it, fp32), followed by the like-for-like ``ours_fp32_vs_peer_fp32`` and
+``ours_bf16_cl_vs_peer_bf16_cl``; elsewhere only ``ours_fp32_vs_peer_fp32``. The fp32 train row carries
 the achieved GFLOP/s (fvcore count of our model) and its ratio to a measured large-sgemm rate.
 """
 from __future__ import annotations
@@ -14,7 +17,7 @@ import argparse
 import copy
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -73,16 +76,16 @@ def fold_conv_bn(model: nn.Module) -> nn.Module:
 
 
 def train_step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, bf16: bool) -> Callable[[], None]:
-    """One SGD step (the same optimiser settings for both networks)."""
+    """One SGD step (the same optimiser settings for both networks); as in ``video-nl train``, only the
+    forward runs under autocast and the loss is taken on fp32 logits."""
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4)
-    autocast = torch.autocast(x.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
     def run() -> None:
         model.train()
         opt.zero_grad(set_to_none=True)
-        with autocast:
-            loss = F.cross_entropy(model(x), y)
-        loss.backward()
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(x)
+        F.cross_entropy(logits.float(), y).backward()
         opt.step()
     return run
 
@@ -127,30 +130,90 @@ def bf16_supported(device: torch.device) -> bool:
     return torch.cpu._is_avx512_bf16_supported()
 
 
+@dataclass(frozen=True)
+class Setup:
+    """How one network runs: under bf16 autocast or in fp32, on channels_last_3d or contiguous tensors."""
+
+    bf16: bool = False
+    channels_last: bool = False
+
+    @property
+    def name(self) -> str:
+        """``fp32``, ``bf16``, with ``_cl`` for channels_last_3d."""
+        return ("bf16" if self.bf16 else "fp32") + ("_cl" if self.channels_last else "")
+
+    def describe(self) -> str:
+        """Plain words for the row, e.g. ``bf16 autocast, channels_last_3d``."""
+        precision = "bf16 autocast" if self.bf16 else "fp32"
+        return precision + (", channels_last_3d" if self.channels_last else ", contiguous")
+
+    def prepare(self, model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+        """A copy of ``model`` and ``x`` in this setup's memory format (the original is left as it is)."""
+        if not self.channels_last:
+            return copy.deepcopy(model), x
+        fmt = torch.channels_last_3d
+        return copy.deepcopy(model).to(memory_format=fmt), x.contiguous(memory_format=fmt)
+
+
+FP32 = Setup()
+# Our recommended setup on a bf16-capable device: TRAIN.MIXED_PRECISION bf16 and TRAIN.CHANNELS_LAST True.
+RECOMMENDED = Setup(bf16=True, channels_last=True)
+
+
+def comparisons(device: torch.device) -> list[tuple[Setup, Setup]]:
+    """(ours, peer) setups to compare, primary first.
+
+    Where bf16 is fast: ours as recommended vs the peer as PyTorchVideo users run it (fp32), then the
+    like-for-like rows fp32 vs fp32 and recommended vs recommended. Elsewhere fp32 vs fp32 only.
+    """
+    if not bf16_supported(device):
+        return [(FP32, FP32)]
+    return [(RECOMMENDED, FP32), (FP32, FP32), (RECOMMENDED, RECOMMENDED)]
+
+
+def impl_name(ours: Setup, peer: Setup) -> str:
+    """Row ``impl``: both sides' setups, e.g. ``ours_bf16_cl_vs_peer_fp32``."""
+    return f"ours_{ours.name}_vs_peer_{peer.name}"
+
+
+def case_fns(case: str, ours: nn.Module, peer: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             sides: list[tuple[str, Setup]]) -> dict[str, Callable[[], object]]:
+    """``train_step`` or ``inference`` (ours conv-BN folded there) per (side, setup), keyed ``side_setup``."""
+    fns: dict[str, Callable[[], object]] = {}
+    for side, setup in sides:
+        model = ours if side == "ours" else peer
+        if case == "inference" and side == "ours":
+            model = fold_conv_bn(model)
+        model, xs = setup.prepare(model, x)
+        fns[f"{side}_{setup.name}"] = (train_step_fn(model, xs, y, bf16=setup.bf16) if case == "train_step"
+                                       else inference_fn(model, xs, bf16=setup.bf16))
+    return fns
+
+
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Train-step and inference rows (fp32, plus bf16 where supported)."""
+    """Train-step rows then inference rows; each case times all its setups in one interleaved loop."""
     device = resolve_device(args.device)
     frames, crop, width = (4, 64, 8) if args.quick else (FRAMES, CROP, 64)
-    warmup, repeats = (1, 2) if args.quick else (1, 3)
+    warmup, repeats = (1, 2) if args.quick else (1, 5)
     torch.manual_seed(0)
     ours = build_ours(frames=frames, crop=crop, width=width).to(device)
     peer = build_peer(frames=frames, crop=crop, width=width).to(device)
     x = torch.randn(BATCH, 3, frames, crop, crop, device=device)
     y = torch.randint(0, CLASSES, (BATCH,), device=device)
     extra = {"input": [BATCH, 3, frames, crop, crop], "device": device.type}
+    pairs = comparisons(device)
+    sides = list(dict.fromkeys([("ours", o) for o, _ in pairs] + [("peer", p) for _, p in pairs]))
     rows = []
-    for impl in ("fp32", "bf16") if bf16_supported(device) else ("fp32",):
-        bf16 = impl == "bf16"
-        for case, fns in (
-            ("train_step", {"ours": train_step_fn(ours, x, y, bf16=bf16), "peer": train_step_fn(peer, x, y, bf16=bf16)}),
-            ("inference", {"ours": inference_fn(fold_conv_bn(ours), x, bf16=bf16),
-                           "peer": inference_fn(peer, x, bf16=bf16)}),
-        ):
-            stats = time_interleaved(fns, device=device, warmup=warmup, repeats=repeats)
-            clips = {side: s.inverted(BATCH) for side, s in stats.items()}
-            rows.append(make_row(bench="model", case=case, impl=impl, metric="clips_per_s", ours=clips["ours"],
-                                 peer=clips["peer"], **extra))
-    rows[0].update(_utilisation(ours, x, rows[0], device=device))
+    for case in ("train_step", "inference"):
+        stats = time_interleaved(case_fns(case, ours, peer, x, y, sides), device=device, warmup=warmup,
+                                 repeats=repeats)
+        for o, p in pairs:
+            rows.append(make_row(bench="model", case=case, impl=impl_name(o, p), metric="clips_per_s",
+                                 ours=stats[f"ours_{o.name}"].inverted(BATCH),
+                                 peer=stats[f"peer_{p.name}"].inverted(BATCH),
+                                 ours_setup=o.describe(), peer_setup=p.describe(), **extra))
+    fp32_train = next(r for r in rows if r["case"] == "train_step" and r["impl"] == impl_name(FP32, FP32))
+    fp32_train.update(_utilisation(ours, x, fp32_train, device=device))
     return rows
 
 

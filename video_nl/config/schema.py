@@ -179,7 +179,7 @@ SCHEMA: dict[str, Any] = {
         "DETERMINISTIC": Key(False, "bool", "Deterministic algorithms (bitwise-repeatable CPU runs)."),
         "LABEL_SMOOTHING": Key(0.0, "float", "Label smoothing of the cross-entropy loss."),
         "SKIP_NONFINITE": Key(False, "bool", "Skip steps with a NaN/inf loss instead of stopping."),
-        "CHANNELS_LAST": Key(False, "bool", "Use channels_last_3d memory format."),
+        "CHANNELS_LAST": Key(False, "bool", "Use channels_last_3d memory format (recommended with bf16)."),
     },
     "TEST": {
         "ENABLE": Key(True, "bool", "Run multi-view testing at the end of `video-nl train`."),
