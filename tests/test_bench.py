@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from video_nl.bench import common, report, runner
+from video_nl.bench import common, model_bench, report, runner
 from video_nl.bench.common import Stats, better_by, make_row, peak_memory, time_interleaved
 from video_nl.bench.model_bench import build_ours, fold_conv_bn
 from video_nl.bench.nonlocal_bench import PEER, Case, make_blocks, max_output_difference
@@ -83,12 +83,43 @@ def test_fold_conv_bn_keeps_the_output():
         torch.testing.assert_close(folded(x), ref, atol=1e-4 * ref.abs().max().item(), rtol=1e-3)
 
 
+def test_model_comparisons_put_the_recommended_setup_first(monkeypatch):
+    def names() -> list[str]:
+        return [model_bench.impl_name(ours, peer) for ours, peer in model_bench.comparisons(CPU)]
+
+    monkeypatch.setattr(model_bench, "bf16_supported", lambda device: True)
+    assert names() == ["ours_bf16_cl_vs_peer_fp32", "ours_fp32_vs_peer_fp32", "ours_bf16_cl_vs_peer_bf16_cl"]
+    monkeypatch.setattr(model_bench, "bf16_supported", lambda device: False)
+    assert names() == ["ours_fp32_vs_peer_fp32"]
+
+
+def test_setup_prepare_copies_into_channels_last():
+    model, x = torch.nn.Conv3d(3, 4, 1), torch.randn(1, 3, 2, 4, 4)
+    copied, xs = model_bench.RECOMMENDED.prepare(model, x)
+    assert copied is not model and copied.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    assert xs.is_contiguous(memory_format=torch.channels_last_3d) and model.weight.is_contiguous()
+    assert model_bench.FP32.prepare(model, x)[1] is x
+
+
+def test_model_bench_quick_rows(tmp_path, capsys):
+    args = argparse.Namespace(which="model", json=True, device="cpu", quick=True, out=str(tmp_path))
+    assert runner.main(args) == 0
+    rows = [json.loads(line) for line in (tmp_path / "bench.jsonl").read_text().splitlines()]
+    expected = [model_bench.impl_name(ours, peer) for ours, peer in model_bench.comparisons(CPU)]
+    assert [r["case"] for r in rows] == ["train_step"] * len(expected) + ["inference"] * len(expected)
+    assert [r["impl"] for r in rows] == expected * 2
+    assert all(r["metric"] == "clips_per_s" and r["ours"] > 0 and r["peer"] > 0 for r in rows)
+    assert rows[0]["peer_setup"] == "fp32, contiguous"
+    fp32_train = [r for r in rows if "fraction_of_sgemm" in r]
+    assert [(r["case"], r["impl"]) for r in fp32_train] == [("train_step", "ours_fp32_vs_peer_fp32")]
+
+
 def test_loglog_slope():
     assert loglog_slope([1, 2, 4, 8], [3, 12, 48, 192]) == pytest.approx(2.0)
 
 
 def test_markdown_table():
-    rows = [make_row(bench="model", case="train_step", impl="fp32", metric="clips_per_s", ours=3.0, peer=2.0)]
+    rows = [make_row(bench="model", case="train_step", impl="ours_fp32_vs_peer_fp32", metric="clips_per_s", ours=3.0, peer=2.0)]
     table = report.markdown_table(rows)
     assert table.splitlines()[0].startswith("| bench | case |")
     assert "**1.50×**" in table

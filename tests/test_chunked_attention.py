@@ -1,6 +1,7 @@
 """The chunked CPU attention used by the non-local fast path in training equals softmax attention (values and grads)."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from video_nl.models.context import NonLocalBlock
@@ -8,17 +9,34 @@ from video_nl.models.context import chunked_attention
 from video_nl.models.context.chunked_attention import chunked_softmax_attention
 
 
-def test_matches_math_attention_across_chunks(monkeypatch):
-    monkeypatch.setattr(chunked_attention, "CHUNK_ROWS", 7)  # several chunks, the last one partial
+@pytest.mark.parametrize("chunk_rows", [7, 10, 64])  # last chunk partial, L divisible, L smaller than a chunk
+@pytest.mark.parametrize("width,width_v", [(8, 5), (5, 8)])  # either side zero-padded for the fused forward
+def test_matches_math_attention_across_chunks(monkeypatch, chunk_rows, width, width_v):
+    monkeypatch.setattr(chunked_attention, "CHUNK_ROWS", chunk_rows)
     monkeypatch.setattr(chunked_attention, "MATERIALIZE_ELEMENTS", 0)
     torch.manual_seed(0)
-    q, k = torch.randn(2, 30, 8, dtype=torch.float64), torch.randn(2, 12, 8, dtype=torch.float64)
-    v = torch.randn(2, 12, 5, dtype=torch.float64)
+    q, k = torch.randn(2, 30, width, dtype=torch.float64), torch.randn(2, 12, width, dtype=torch.float64)
+    v = torch.randn(2, 12, width_v, dtype=torch.float64)
     for t in (q, k, v):
         t.requires_grad_(True)
     assert torch.autograd.gradcheck(lambda a, b, c: chunked_softmax_attention(a, b, c, scale=0.3), (q, k, v))
     ref = torch.softmax(q @ k.transpose(1, 2) * 0.3, -1) @ v
     torch.testing.assert_close(chunked_softmax_attention(q, k, v, scale=0.3), ref)
+
+
+def test_strided_fp32_inputs_match_math_attention(monkeypatch):
+    """Token views of a conv output (channels last, as the non-local block passes them) in fp32."""
+    monkeypatch.setattr(chunked_attention, "MATERIALIZE_ELEMENTS", 0)
+    monkeypatch.setattr(chunked_attention, "CHUNK_ROWS", 16)
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 8, 40).transpose(1, 2).requires_grad_(True) for _ in range(3))
+    grad = torch.randn(1, 8, 40).transpose(1, 2)
+    out = chunked_softmax_attention(q, k, v, scale=0.5)
+    ref = torch.softmax(q @ k.transpose(1, 2) * 0.5, -1) @ v
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    grads = torch.autograd.grad(out, (q, k, v), grad)
+    for got, want in zip(grads, torch.autograd.grad(ref, (q, k, v), grad)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_nonlocal_training_gradients_equal_the_explicit_path():

@@ -37,8 +37,8 @@ class Case:
 
 # res3/res4 of I3D R50 at 8×224² (T=4 after the temporal pool); long_clip: 16 frames at res3, no key pool.
 CASES = {
-    "res3": Case(batch=2, dim=512, size=(4, 28, 28), key_pool=(1, 2, 2), repeats=5),
-    "res4": Case(batch=2, dim=1024, size=(4, 14, 14), key_pool=(1, 2, 2), repeats=5),
+    "res3": Case(batch=2, dim=512, size=(4, 28, 28), key_pool=(1, 2, 2), repeats=7),
+    "res4": Case(batch=2, dim=1024, size=(4, 14, 14), key_pool=(1, 2, 2), repeats=7),
     "long_clip": Case(batch=1, dim=512, size=(16, 28, 28), key_pool=(1, 1, 1), repeats=3),
 }
 QUICK_CASES = {
