@@ -281,10 +281,11 @@ class VideoResNet(nn.Module):
     def feature_strides(self) -> dict[str, tuple[int, int, int]]:
         """Input→feature stride ``(st, sh, sw)`` of the input of every context block (by name).
 
-        Convention: feature cell ``(t, y, x)`` covers input frames ``[t·st, (t+1)·st)`` and pixels
-        ``[y·sh, (y+1)·sh) × [x·sw, (x+1)·sw)``; its centre is at ``((t+½)·st, (y+½)·sh, (x+½)·sw)``.
-        This is exact for the strides and, with padded convs/pools (the default), for the offsets; with
-        the unpadded Caffe2 pool1 (RESNET.STEM_POOL_PADDING False) cells are shifted by about one pixel.
+        Only the strides are given here. Cell centres (receptive-field centres) also need each axis'
+        offset: with the default padded stem, spatial cell ``y`` is centred on input pixel ``y·sh`` and,
+        after the 2×1×1 temporal pool of c2d/i3d, temporal cell ``t`` on frames ``2t`` and ``2t+1``;
+        ``video_nl.viz.mapping.feature_offsets`` derives the offsets for every stem/pool variant (tested
+        against receptive fields measured by back-propagation).
         """
         strides = self._stage_strides()
         return {c.name: strides[c.stage - 2] for c in self.context_blocks()}

@@ -22,6 +22,15 @@ class UnsafeFileError(UserError):
     """A file would need to run code (an arbitrary pickle payload) to be read; it was refused."""
 
 
+def _umask_file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_DEFAULT_FILE_MODE = _umask_file_mode()
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     """Open a temporary file next to ``path``; on success fsync and rename it over ``path``.
@@ -39,6 +48,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
+            os.fchmod(f.fileno(), _DEFAULT_FILE_MODE)  # mkstemp makes 0600; give the usual umask-based mode
             os.fsync(f.fileno())
         os.replace(tmp, path)
         with contextlib.suppress(OSError):  # make the rename itself durable
