@@ -17,8 +17,9 @@ for m in "${MODELS[@]}"; do
     TRAIN.AUTO_RESUME False | grep --line-buffered -v '"_type": "train_iter"'
 done
 VIDEO="$(head -n 1 "$DATA/val.csv" | cut -d' ' -f1)"
+CHECKPOINT="$(ls "$DEMO/I3D_NLN_tiny/checkpoints"/checkpoint_epoch_*.pyth | sort | tail -n 1)"  # names sort in training order
 video-nl visualize --cfg configs/Synthetic/I3D_NLN_tiny.yaml DATA.PATH_TO_DATA_DIR "$DATA" \
-  --checkpoint "$DEMO/I3D_NLN_tiny/checkpoints/checkpoint_epoch_00012.pyth" --video "$VIDEO" --out "$DEMO/attention"
+  --checkpoint "$CHECKPOINT" --video "$VIDEO" --out "$DEMO/attention"
 "$PY" - "$DEMO" "${MODELS[@]}" <<'PY'
 import json, sys
 demo, models = sys.argv[1], sys.argv[2:]

@@ -21,10 +21,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-try:  # the shared helper (tests/helpers/videos.py); tests/conftest.py puts tests/ on sys.path
-    from helpers.videos import write_mp4
-except ImportError:  # pragma: no cover - only when run outside the tests tree
-    write_mp4 = None
+from helpers.videos import write_mp4  # tests/conftest.py puts tests/ on sys.path
 
 SIZE = 32
 FRAMES = 16
@@ -73,12 +70,8 @@ def _encode(path: str, frames: np.ndarray, pts: list[int] | None = None, *, fps:
 
 
 def make_good(path: str | os.PathLike, seed: int = 0, num_frames: int = FRAMES) -> str:
-    """A good 32 px H.264 mp4 (through the shared helper when it exists)."""
-    path = os.fspath(path)
-    frames = frames_for(seed, num_frames)
-    if write_mp4 is not None:
-        return write_mp4(path, frames, fps=FPS)
-    return _encode(path, frames)
+    """A good 32 px H.264 mp4, written by the shared helper."""
+    return write_mp4(os.fspath(path), frames_for(seed, num_frames), fps=FPS)
 
 
 def _boxes(data: bytes) -> list[tuple[str, int, int]]:
