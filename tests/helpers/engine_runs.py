@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from .videos import random_video
@@ -76,15 +75,3 @@ def read_log(out: Path) -> list[dict]:
     """The json_stats records of ``out/log.jsonl``."""
     path = out / "log.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
-
-
-def wait_for_iteration(proc: subprocess.Popen, out: Path, global_iter: int, *, timeout: float = 300) -> None:
-    """Poll ``log.jsonl`` until a train_iter line reaches ``global_iter`` (or fail)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(r["_type"] == "train_iter" and r["global_iter"] >= global_iter for r in read_log(out)):
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"run ended (rc {proc.returncode}) before iteration {global_iter}")
-        time.sleep(0.05)
-    raise AssertionError(f"iteration {global_iter} not reached in {timeout}s")
