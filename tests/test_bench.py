@@ -139,3 +139,19 @@ def test_runner_quick_json(tmp_path, capsys, which):
         assert all(r["method"] == common.MEMORY_METHODS["cpu"] for r in saved if r["metric"].endswith("_mem"))
     else:
         assert {r["impl"] for r in saved if r["metric"] == "mem_exponent"} == {"fused", "explicit", "gc", "latentgnn"}
+
+
+def test_data_benches_quick_rows(tmp_path, capsys):
+    """The loader rows (default decord first, then PyAV) and the test-decode counts on real generated videos."""
+    args = argparse.Namespace(which="loader", json=True, device="cpu", quick=True, out=str(tmp_path / "loader"))
+    assert runner.main(args) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["bench"], r["metric"], r["backend"], r["default"]) for r in rows] == [
+        ("loader", "clips_per_s", "decord", True), ("loader", "clips_per_s", "pyav", False)]
+    assert all(r["ours"] > 0 and r["peer"] > 0 and r["better_by"] == r["ours"] / r["peer"] for r in rows)
+    args = argparse.Namespace(which="test-decode", json=True, device="cpu", quick=True, out=str(tmp_path / "td"))
+    assert runner.main(args) == 0
+    frames = next(json.loads(line) for line in capsys.readouterr().out.splitlines()
+                  if json.loads(line)["metric"] == "decoded_frames_per_video")
+    # frame counts are deterministic: 30 views from one decode vs one decode per view
+    assert frames["ours"] < 300 and frames["ratio"] <= 0.2 and frames["peer"] > 10 * frames["ours"]

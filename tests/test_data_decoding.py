@@ -59,6 +59,22 @@ def test_pyav_decodes_only_up_to_last_needed_frame(tmp_path):
     assert result.decoded <= 4 + 2  # from the keyframe at 8 to frame 10, never the whole video
 
 
+@pytest.mark.parametrize("codec", ["libx264", "libx265", "mpeg4", "libvpx-vp9"])
+def test_pyav_skips_non_reference_run_up_frames_without_changing_the_clip(tmp_path, codec):
+    """Frames before the first wanted one are decoded only if other frames reference them (skip_frame NONREF):
+    the clip must equal the one a full sequential decode gives, for B-frame codecs and for VP9."""
+    path = str(tmp_path / f"{codec}.mp4")
+    source = random_video(tmp_path / "src.mp4", num_frames=48, size=64, seed=7)  # x265 needs ≥ 64 px
+    write_mp4(path, source, codec=codec, gop=250, bframes=3 if codec == "mpeg4" else None)
+    full = decode_frames(path, range(48), backend="pyav", timeout_s=0).numpy()  # from frame 0: nothing skipped
+    assert full.shape[0] == 48
+    for window in ([30, 33, 36, 39], [17, 18], [47], [5, 40]):
+        result = decode_clip(path, FixedIndices(tuple(window)), backend="pyav", timeout_s=0)
+        assert np.array_equal(result.frames, full[window]), (codec, window)
+        if codec in ("libx264", "mpeg4"):  # B-frames are non-reference: part of the run-up is skipped
+            assert result.decoded < window[-1] + 1, (codec, window, result.decoded)
+
+
 @pytest.mark.parametrize("backend", ["decord", "pyav"])
 def test_bad_inputs(tmp_path, clip, backend):
     good = open(clip[0], "rb").read()

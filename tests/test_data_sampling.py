@@ -4,7 +4,7 @@ import torch
 
 from video_nl.data.decoders import VideoInfo
 from video_nl.data.sampling import MultiClipSampler, TrainSampler, clip_span, frame_step, multi_clip_starts
-from video_nl.data.transforms import crop_offsets, multi_view_transform, train_transform
+from video_nl.data.transforms import crop_offsets, multi_view_transform, short_side_resize, train_transform
 
 
 def test_train_sampler_range_and_loop():
@@ -53,6 +53,28 @@ def test_train_transform_shapes_ranges_determinism():
     assert a.min() >= -0.45 / 0.225 - 1e-5 and a.max() <= 0.55 / 0.225 + 1e-5
     outs = {train_transform(_frames(), generator=torch.Generator().manual_seed(s), **kw).sum().item() for s in range(6)}
     assert len(outs) > 1
+
+
+@pytest.mark.parametrize("shape", [(3, 37, 53), (2, 61, 40), (2, 48, 48)])
+def test_train_transform_equals_whole_frame_resize_then_crop_and_flip(shape):
+    """The sparse crop-first path gives the pixels of the obvious recipe: resize whole frames, crop, flip."""
+    t, h, w = shape
+    frames = torch.randint(0, 256, (t, h, w, 3), generator=torch.Generator().manual_seed(h), dtype=torch.uint8)
+    kw = dict(jitter_scales=[40, 72], crop_size=32, flip=True, mean=[0.45, 0.4, 0.35], std=[0.225, 0.2, 0.25])
+    for seed in range(12):
+        out = train_transform(frames, generator=torch.Generator().manual_seed(seed), **kw)
+        g = torch.Generator().manual_seed(seed)  # the same draws, in the documented order
+        scale = int(torch.randint(40, 73, (1,), generator=g))
+        resized = short_side_resize(frames.permute(0, 3, 1, 2).float(), scale)
+        top = int(torch.randint(0, resized.shape[-2] - 32 + 1, (1,), generator=g))
+        left = int(torch.randint(0, resized.shape[-1] - 32 + 1, (1,), generator=g))
+        crop = resized[..., top:top + 32, left:left + 32]
+        if bool(torch.rand((), generator=g) < 0.5):
+            crop = crop.flip(-1)
+        mean, std = torch.tensor(kw["mean"]).view(3, 1, 1) * 255, torch.tensor(kw["std"]).view(3, 1, 1) * 255
+        expected = ((crop - mean) / std).transpose(0, 1)
+        assert out.shape == expected.shape and out.is_contiguous()
+        torch.testing.assert_close(out, expected, atol=0.01 / (255 * 0.2), rtol=0)  # < 0.01 grey level
 
 
 def test_multi_view_transform_crops_cover_long_side():

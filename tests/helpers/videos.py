@@ -13,10 +13,11 @@ import numpy as np
 
 
 def write_mp4(path: str | os.PathLike, frames: np.ndarray, *, fps: int = 8, codec: str = "libx264",
-              crf: int = 18, gop: int | None = None) -> str:
+              crf: int = 18, gop: int | None = None, bframes: int | None = None) -> str:
     """Encode ``frames`` (uint8 ``T×H×W×3``, even H and W for yuv420p) into ``path``; returns the path.
 
-    ``gop`` sets the keyframe interval (default: the encoder's). Every frame gets pts = index in 1/fps units.
+    ``gop`` sets the keyframe interval and ``bframes`` the most consecutive B-frames (default: the encoder's).
+    Every frame gets pts = index in 1/fps units.
     """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
@@ -31,6 +32,8 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, *, fps: int = 8, code
         options = {"crf": str(crf)} if codec == "libx264" else {}
         if gop is not None:
             stream.codec_context.gop_size = gop
+        if bframes is not None:
+            stream.codec_context.max_b_frames = bframes
         stream.options = options
         for i, image in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")

@@ -1,7 +1,7 @@
 """Spatial transforms on whole clips at once: uint8 ``T×H×W×3`` frames → normalised float ``3×T×H×W``.
 
 Every frame of a clip gets the same scale, crop and flip (one resize over the T frames). Training computes only
-the pixels its crop keeps, from the source region they read (crop the region of interest, then scale); testing
+the pixels its crop keeps, sampled from the source region they read (one ``grid_sample``); testing
 keeps every crop, so it resizes whole frames with ``F.interpolate``.
 Randomness comes only from the ``torch.Generator`` passed in, so a clip is reproducible from its seed.
 """
@@ -48,41 +48,41 @@ def _normalise(frames: torch.Tensor, mean: Sequence[float], std: Sequence[float]
     return ((frames - mean_t) * scale).transpose(-4, -3).contiguous()
 
 
-def _bilinear_matrix(in_size: int, out_size: int, start: int, length: int) -> tuple[torch.Tensor, int]:
-    """Weights of output pixels ``start .. start+length−1`` of a bilinear resize of one side from ``in_size`` to
-    ``out_size`` over the source pixels they read, with ``F.interpolate``'s convention (``align_corners=False``,
-    no antialias: output ``j`` reads source position ``(j + ½)·in/out − ½``, clamped to the edges).
-
-    Returns ``(matrix, first)``: ``matrix`` is ``length × n`` (two non-zeros a row) over source pixels
-    ``first .. first+n−1``."""
+def _bilinear_taps(in_size: int, out_size: int, start: int, length: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The two source pixels and the weight of the second for output pixels ``start .. start+length−1`` of a
+    bilinear resize of one side from ``in_size`` to ``out_size``, with ``F.interpolate``'s convention
+    (``align_corners=False``, no antialias: output ``j`` reads source position ``(j + ½)·in/out − ½``,
+    clamped to the edges). Returns ``(i0, i1, frac)``, each of length ``length``."""
     dst = torch.arange(start, start + length, dtype=torch.float32)
     src = ((dst + 0.5) * (in_size / out_size) - 0.5).clamp_(min=0.0)
     i0 = src.long()
     i1 = (i0 + 1).clamp_(max=in_size - 1)
-    frac = src - i0
-    first = int(i0[0])
-    matrix = torch.zeros(length, int(i1[-1]) + 1 - first)
-    rows = torch.arange(length)
-    matrix.index_put_((rows, i0 - first), 1.0 - frac, accumulate=True)
-    matrix.index_put_((rows, i1 - first), frac, accumulate=True)
-    return matrix, first
+    return i0, i1, src - i0
 
 
 def _resized_crop(frames: torch.Tensor, size: tuple[int, int], top: int, left: int, crop_size: int,
                   flip: bool) -> torch.Tensor:
     """The ``crop_size``² window at (``top``, ``left``) of the frames bilinearly resized to ``size`` (then
-    optionally flipped): uint8 ``T×H×W×3`` → float ``3×T×crop×crop`` on [0, 255].
+    optionally flipped): uint8 ``T×H×W×3`` → float ``T×3×crop×crop`` on [0, 255].
 
-    Only the source region the window reads is converted to float, and it is resized by two small matrix
-    products (rows, then columns), so the pixels the crop discards are never interpolated. Equals
-    ``F.interpolate`` of whole frames followed by the crop, up to float rounding."""
+    Only the source region the window reads is converted to float, and only the window's pixels are
+    interpolated: one ``grid_sample`` at the exact source positions of ``F.interpolate``'s resize. Equals
+    ``F.interpolate`` of whole frames followed by the crop up to float32 rounding of the sample positions
+    (< 0.01 of a grey level)."""
     (h, w), (new_h, new_w) = frames.shape[1:3], size
-    rows, r0 = _bilinear_matrix(h, new_h, top, crop_size)
-    cols, c0 = _bilinear_matrix(w, new_w, left, crop_size)
+    r0, r1, rf = _bilinear_taps(h, new_h, top, crop_size)
+    c0, c1, cf = _bilinear_taps(w, new_w, left, crop_size)
+    y0, y1, x0, x1 = int(r0[0]), int(r1[-1]) + 1, int(c0[0]), int(c1[-1]) + 1
+    region = frames[:, y0:y1, x0:x1].permute(0, 3, 1, 2).float()  # T×3×h'×w'
+    # grid_sample (align_corners=False) reads pixel p at the normalised coordinate (2p + 1)/size − 1
+    ys = (2 * (r0 - y0 + rf) + 1) / (y1 - y0) - 1
+    xs = (2 * (c0 - x0 + cf) + 1) / (x1 - x0) - 1
     if flip:
-        cols = cols.flip(0)
-    region = frames[:, r0:r0 + rows.shape[1], c0:c0 + cols.shape[1]].permute(3, 0, 1, 2).float()
-    return rows @ region @ cols.T
+        xs = xs.flip(0)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # crop×crop×(x, y)
+    return F.grid_sample(region, grid.expand(len(region), -1, -1, -1), mode="bilinear", padding_mode="border",
+                         align_corners=False)
 
 
 def train_transform(frames: torch.Tensor, *, jitter_scales: Sequence[int], crop_size: int, flip: bool,
@@ -100,9 +100,9 @@ def train_transform(frames: torch.Tensor, *, jitter_scales: Sequence[int], crop_
     left = int(torch.randint(0, w - crop_size + 1, (1,), generator=generator))
     flipped = flip and bool(torch.rand((), generator=generator) < 0.5)
     x = _resized_crop(frames, (h, w), top, left, crop_size, flipped)
-    mean_t = torch.tensor(mean, dtype=x.dtype).view(3, 1, 1, 1) * 255.0
-    scale_t = 1.0 / (torch.tensor(std, dtype=x.dtype).view(3, 1, 1, 1) * 255.0)
-    return x.sub_(mean_t).mul_(scale_t)
+    mean_t = torch.tensor(mean, dtype=x.dtype).view(3, 1, 1) * 255.0
+    scale_t = 1.0 / (torch.tensor(std, dtype=x.dtype).view(3, 1, 1) * 255.0)
+    return x.sub_(mean_t).mul_(scale_t).transpose(0, 1).contiguous()
 
 
 def crop_offsets(length: int, crop_size: int, num_crops: int) -> list[int]:
