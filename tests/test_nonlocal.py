@@ -189,7 +189,7 @@ def _op_names(fn):
 def test_fast_path_uses_a_fused_sdpa_kernel(inst):
     """The fused kernel (not SDPA's math fallback, which builds N×N') must be eligible for our token layout.
 
-    CPU training takes the chunked path (tests/test_chunked_attention.py); inference and CUDA take SDPA.
+    CPU training takes the fused query-group path (tests/test_cpu_attention.py); inference and CUDA take SDPA.
     """
     block = NonLocalBlock(dim=8, instantiation=inst)
     with torch.no_grad():

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import UserError
-from .chunked_attention import chunked_softmax_attention
+from .cpu_attention import cpu_softmax_attention
 from .common import check_input, check_queries, msra_init_, reset_bn_, zero_init_
 from .layout import MODES, fold_groups, from_tokens, to_tokens, unfold_groups
 
@@ -182,10 +182,10 @@ class NonLocalBlock(nn.Module):
         if self.instantiation == "dot_product":
             return q @ ((k / k.shape[-2]).transpose(-1, -2) @ v)
         if q.device.type == "cpu" and torch.is_grad_enabled():
-            # CPU training: SDPA's CPU backward uses one thread per sequence; see chunked_attention (fp32).
+            # CPU training: SDPA's CPU backward uses one thread per sequence; cpu_attention splits queries (fp32).
             dtype = torch.promote_types(v.dtype, torch.float32)
             with torch.autocast("cpu", enabled=False):
-                y = chunked_softmax_attention(q.to(dtype), k.to(dtype), v.to(dtype), scale=self.scale)
+                y = cpu_softmax_attention(q.to(dtype), k.to(dtype), v.to(dtype), scale=self.scale)
             return y.to(v.dtype)
         # Fused (flash / memory-efficient) kernels need 4-D inputs (M×1×L×E) with a unit-stride last dim;
         # otherwise SDPA silently falls back to the math kernel, which materialises the N×N' map.
