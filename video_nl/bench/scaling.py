@@ -18,7 +18,7 @@ from .nonlocal_bench import PEER, Case, make_blocks, train_step_fn
 
 DIM = 256
 SIZES = [(2, 14, 14), (4, 14, 14), (4, 28, 28), (6, 28, 28), (8, 28, 28), (12, 28, 28)]  # N = 392 ... 9408
-FIT_FROM = 4096  # the memory exponent is fitted for N >= FIT_FROM (maps above 2^24 elements: fused regime)
+FIT_FROM = 4096  # the memory exponent is fitted for N >= FIT_FROM (the fused regime starts at N·N > 2^22, N > 2048)
 QUICK_SIZES = [(1, 4, 4), (2, 8, 8), (4, 8, 8)]
 
 
