@@ -39,7 +39,7 @@ class Case:
 CASES = {
     "res3": Case(batch=2, dim=512, size=(4, 28, 28), key_pool=(1, 2, 2), repeats=7),
     "res4": Case(batch=2, dim=1024, size=(4, 14, 14), key_pool=(1, 2, 2), repeats=7),
-    "long_clip": Case(batch=1, dim=512, size=(16, 28, 28), key_pool=(1, 1, 1), repeats=3),
+    "long_clip": Case(batch=1, dim=512, size=(16, 28, 28), key_pool=(1, 1, 1), repeats=5),
 }
 QUICK_CASES = {
     "res3": Case(batch=2, dim=32, size=(2, 8, 8), key_pool=(1, 2, 2), repeats=2),

@@ -131,7 +131,8 @@ SCHEMA: dict[str, Any] = {
         "RANDOM_FLIP": Key(True, "bool", "Random horizontal flip at training time."),
         "MEAN": Key([0.45, 0.45, 0.45], "list[float]", "Per-channel mean on [0,1] RGB."),
         "STD": Key([0.225, 0.225, 0.225], "list[float]", "Per-channel std on [0,1] RGB."),
-        "DECODING_BACKEND": Key("decord", "str", "Video decoder: decord (PyAV fallback per file) or pyav.",
+        "DECODING_BACKEND": Key("decord", "str", "Video decoder: decord (PyAV fallback per file) or pyav (skips "
+                                "non-reference frames before a clip: faster on long-GOP video).",
                                 ("decord", "pyav")),
         "DECODE_THREADS": Key(1, "int", "Decoder threads per video reader."),
         "DECODE_TIMEOUT_S": Key(30.0, "float", "Per-video decode timeout in seconds (damaged files can hang)."),
