@@ -48,7 +48,8 @@ def test_strided_fp32_inputs_match_math_attention(monkeypatch):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_nonlocal_training_gradients_equal_the_explicit_path():
+def test_nonlocal_training_gradients_equal_the_explicit_path(monkeypatch):
+    monkeypatch.setattr(cpu_attention, "MATERIALIZE_ELEMENTS", 0)  # the fused kernels even for this small map
     torch.manual_seed(0)
     fused = NonLocalBlock(dim=16, key_pool=(1, 2, 2)).double()
     torch.nn.init.uniform_(fused.bn.weight, 0.5, 1.5)
@@ -61,3 +62,16 @@ def test_nonlocal_training_gradients_equal_the_explicit_path():
         grads.append([p.grad for p in block.parameters()])
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
+
+
+def test_training_memory_is_far_below_one_attention_map(threads):
+    """Forward + backward at L = S = 4096 never holds the 4096² map (64 MiB in fp32), with 1 or 2 groups."""
+    from video_nl.bench.common import peak_memory
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 4096, 16, requires_grad=True) for _ in range(3))
+    grad = torch.randn(1, 4096, 16)
+    for num_threads in (1, 2):
+        threads(num_threads)
+        peak = peak_memory(lambda: cpu_softmax_attention(q, k, v, scale=0.25).backward(grad), device=torch.device("cpu"))
+        assert peak < 8 * 2**20, f"{peak / 2**20:.1f} MiB with {num_threads} threads"
