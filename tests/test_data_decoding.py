@@ -128,3 +128,20 @@ def test_timeout_kills_hung_decode(tmp_path):
     assert "timeout" in e.value.reason
     assert decoding._current.proc.poll() is not None  # the hung helper was killed
     assert decode_frames(str(video), [1], backend="decord", timeout_s=30).shape == (1, 32, 32, 3)  # a new one works
+
+
+def test_decode_helper_never_imports_torch():
+    """Index functions are unpickled in the decode helper: doing so (and importing the helper) must not pull
+    in torch, which would add seconds to each helper's first decode and hundreds of MB to every helper."""
+    import pickle
+    import subprocess
+    import sys
+
+    from video_nl.data.sampling import MultiClipSampler, TrainSampler
+
+    samplers = [FixedIndices((1, 2)), TrainSampler(8, 8, 0.0, 3), MultiClipSampler(8, 8, 0.0, 10, "pyslowfast")]
+    payload = pickle.dumps(samplers)
+    code = ("import pickle, sys; import video_nl.data._decode_server; pickle.loads(sys.stdin.buffer.read()); "
+            "print('torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], input=payload, capture_output=True, check=True)
+    assert result.stdout.strip() == b"False"

@@ -22,6 +22,17 @@ from ..errors import UserError
 IndexFn = Callable[["VideoInfo"], Sequence[int]]
 
 
+@dataclass(frozen=True)
+class FixedIndices:
+    """An :data:`IndexFn` that asks for fixed frame indices. Defined here, in a torch-free module, because
+    index functions are unpickled in the decode helper process, which must not import torch."""
+
+    indices: tuple[int, ...]
+
+    def __call__(self, info: VideoInfo) -> tuple[int, ...]:
+        return self.indices
+
+
 class DecodeError(UserError):
     """A video could not be decoded; ``path`` and a short ``reason`` (missing, zero-byte, not a video, ...)."""
 

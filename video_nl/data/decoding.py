@@ -22,12 +22,12 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .decoders import DecodeError, DecodeResult, IndexFn, VideoInfo, check_file, decode_local, probe_pyav
+from .decoders import (DecodeError, DecodeResult, FixedIndices, IndexFn, VideoInfo, check_file, decode_local,
+                       probe_pyav)
 
 __all__ = ["DecodeError", "DecodeResult", "FixedIndices", "VideoInfo", "decode_clip", "decode_frames", "probe"]
 
@@ -35,16 +35,6 @@ log = logging.getLogger(__name__)
 STARTUP_TIMEOUT_S = 300.0  # a helper's start-up (imports) on a heavily loaded machine
 RECYCLE_EVERY = 500  # videos per helper process before it is replaced (bounds decoder memory growth)
 _warned: set[str] = set()
-
-
-@dataclass(frozen=True)
-class FixedIndices:
-    """An :data:`IndexFn` that asks for fixed frame indices (picklable, for the helper process)."""
-
-    indices: tuple[int, ...]
-
-    def __call__(self, info: VideoInfo) -> tuple[int, ...]:
-        return self.indices
 
 
 def local_path(path: str) -> str:
