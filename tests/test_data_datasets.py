@@ -1,9 +1,7 @@
 """Datasets and loaders on real mp4s, including every bad-input case."""
-import av
-import numpy as np
 import pytest
 import torch
-from helpers.videos import random_video
+from helpers.videos import random_video, write_audio_only
 
 from video_nl.config import get_default_config
 from video_nl.data.datasets import (EpochSampler, FailureTracker, MultiViewDataset, VideoClipDataset,
@@ -21,12 +19,7 @@ def data(tmp_path_factory):
     (root / "text.mp4").write_text("not a video")
     raw = open(good[0], "rb").read()
     (root / "trunc.mp4").write_bytes(raw[: len(raw) // 2])
-    with av.open(str(root / "audio.mp4"), "w") as c:
-        s = c.add_stream("aac", rate=8000)
-        f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-        f.sample_rate, f.pts = 8000, 0
-        for p in list(s.encode(f)) + list(s.encode()):
-            c.mux(p)
+    write_audio_only(root / "audio.mp4")
     bad = [str(root / n) for n in ("missing.mp4", "zero.mp4", "text.mp4", "trunc.mp4", "audio.mp4")]
     lines = [f"{p} {i % 2}" for i, p in enumerate(good)]
     (root / "train.csv").write_text("\n".join(lines + [f"{p} 1" for p in bad] + [f"{good[0]} 7", "malformed"]) + "\n")

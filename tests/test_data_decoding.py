@@ -2,10 +2,9 @@
 import logging
 import os
 
-import av
 import numpy as np
 import pytest
-from helpers.videos import random_video, write_mp4
+from helpers.videos import random_video, write_audio_only, write_mp4
 
 from video_nl.data import decoding
 from video_nl.data.decoding import DecodeError, FixedIndices, decode_clip, decode_frames, probe
@@ -16,18 +15,6 @@ def clip(tmp_path_factory):
     path = tmp_path_factory.mktemp("dec") / "clip.mp4"
     frames = random_video(path, num_frames=24, size=(32, 48), seed=3)
     return str(path), frames
-
-
-def _audio_only(path):
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("aac", rate=8000)
-        for i in range(4):
-            f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
-            f.sample_rate, f.pts = 8000, i * 1024
-            for p in s.encode(f):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
 
 
 def test_probe(clip):
@@ -81,7 +68,7 @@ def test_bad_inputs(tmp_path, clip, backend):
     (tmp_path / "zero.mp4").write_bytes(b"")
     (tmp_path / "trunc.mp4").write_bytes(good[: len(good) // 2])
     (tmp_path / "text.mp4").write_text("not a video\n" * 20)
-    _audio_only(tmp_path / "audio.mp4")
+    write_audio_only(tmp_path / "audio.mp4")
     expected = {"missing.mp4": "missing", "zero.mp4": "zero-byte", "trunc.mp4": "truncated",
                 "text.mp4": "not a video", "audio.mp4": "audio-only"}
     for name, reason in expected.items():

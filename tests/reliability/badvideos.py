@@ -21,7 +21,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from helpers.videos import write_mp4  # tests/conftest.py puts tests/ on sys.path
+from helpers.videos import block_frames, write_audio_only, write_mp4  # tests/conftest.py puts tests/ on sys.path
 
 SIZE = 32
 FRAMES = 16
@@ -39,34 +39,7 @@ EXTENSIONS = {"mp4_as_avi": ".avi", "audio_only": ".m4a"}
 
 def frames_for(seed: int, num_frames: int = FRAMES, size: int = SIZE) -> np.ndarray:
     """Blocky moving uint8 ``T×H×W×3`` frames, distinct per frame and per seed."""
-    rng = np.random.default_rng(seed)
-    base = rng.integers(0, 256, size=(size // 8 + 2, size // 8 + 2, 3), dtype=np.uint8)
-    big = np.kron(base, np.ones((8, 8, 1), dtype=np.uint8))
-    return np.stack([np.roll(big, shift=t, axis=1)[:size, :size] for t in range(num_frames)])
-
-
-def _encode(path: str, frames: np.ndarray, pts: list[int] | None = None, *, fps: int = FPS,
-            time_base: Fraction | None = None, faststart: bool = False) -> str:
-    """H.264 mp4 with explicit pts (``pts`` in ``time_base`` units, default 1/fps); ``faststart`` puts moov first."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    options = {"movflags": "faststart"} if faststart else {}
-    with av.open(path, mode="w", format="mp4", options=options) as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = int(frames.shape[2]), int(frames.shape[1])
-        stream.pix_fmt = "yuv420p"
-        tb = time_base or Fraction(1, fps)  # the muxer rewrites stream.time_base at the header: keep ours
-        stream.time_base = tb
-        stream.codec_context.time_base = tb
-        stream.options = {"crf": "20"}
-        for i, image in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            frame.pts = i if pts is None else pts[i]
-            frame.time_base = tb
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+    return block_frames(num_frames, size, seed)
 
 
 def make_good(path: str | os.PathLike, seed: int = 0, num_frames: int = FRAMES) -> str:
@@ -100,27 +73,6 @@ def _png_bytes(seed: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
-def _audio_only(path: str) -> str:
-    """An m4a holding one AAC stream (1 s of a 440 Hz tone) and no video stream."""
-    rate = 44100
-    with av.open(path, mode="w", format="mp4") as container:
-        stream = container.add_stream("aac", rate=rate)
-        stream.layout = "mono"
-        t = np.arange(rate, dtype=np.float32) / rate
-        samples = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
-        step = 1024
-        for start in range(0, rate, step):
-            chunk = samples[None, start:start + step]
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk), format="fltp", layout="mono")
-            frame.sample_rate = rate
-            frame.pts = start
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
 def make_bad(kind: str, folder: str | os.PathLike, seed: int = 0) -> str:
     """Create one file of ``kind`` (see ``ALL_KINDS``) in ``folder`` and return its path."""
     folder = os.fspath(folder)
@@ -137,20 +89,20 @@ def make_bad(kind: str, folder: str | os.PathLike, seed: int = 0) -> str:
         _write(path, data[: len(data) * int(kind.split("_")[1]) // 100])
         os.remove(path + ".src.mp4")
     elif kind == "header_only":
-        data = _read(_encode(path + ".src.mp4", frames_for(seed), faststart=True))
+        data = _read(write_mp4(path + ".src.mp4", frames_for(seed), fps=FPS, crf=20, faststart=True))
         mdat = next(off for name, off, _ in _boxes(data) if name == "mdat")
         _write(path, data[:mdat])  # ftyp + moov (claims 16 frames), no media data at all
         os.remove(path + ".src.mp4")
     elif kind == "overclaim":
         # moov first (claims 48 frames) then an mdat cut to 70%: the container promises more than decodes
-        data = _read(_encode(path + ".src.mp4", frames_for(seed, 3 * FRAMES), faststart=True))
+        data = _read(write_mp4(path + ".src.mp4", frames_for(seed, 3 * FRAMES), fps=FPS, crf=20, faststart=True))
         _, off, size = next(b for b in _boxes(data) if b[0] == "mdat")
         _write(path, data[: off + size * 7 // 10])
         os.remove(path + ".src.mp4")
     elif kind == "random_bytes":
         _write(path, rng.integers(0, 256, size=20000, dtype=np.uint8).tobytes())
     elif kind == "audio_only":
-        _audio_only(path)
+        write_audio_only(path)
     elif kind == "png_as_mp4":
         _write(path, _png_bytes(seed))
     elif kind == "directory":
@@ -163,7 +115,7 @@ def make_bad(kind: str, folder: str | os.PathLike, seed: int = 0) -> str:
         # irregular gaps (1..4 ticks of 1/32 s) between frames: a variable-frame-rate stream
         gaps = rng.integers(1, 5, size=FRAMES)
         pts = [int(x) for x in np.concatenate([[0], np.cumsum(gaps[:-1])])]
-        _encode(path, frames_for(seed), pts, fps=FPS, time_base=Fraction(1, 32))
+        write_mp4(path, frames_for(seed), fps=FPS, crf=20, pts=pts, time_base=Fraction(1, 32))
     else:
         raise ValueError(f"unknown bad-video kind {kind!r}; kinds: {ALL_KINDS}")
     return path

@@ -14,7 +14,7 @@ import time
 
 import pytest
 import torch
-from badvideos import (ALL_KINDS, BAD_KINDS, ODD_KINDS, _boxes, claimed_frames, count_decodable_frames, make_bad,
+from badvideos import (ALL_KINDS, BAD_KINDS, ODD_KINDS, _boxes, claimed_frames, count_decodable_frames,
                        make_fifo, release_fifo)
 from conftest import (TINY, assert_user_error, deep_update, make_dataset, read_jsonl, require, run_cli, vmrss_kib,
                       write_cfg)

@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from conftest import (REPO, child_env, deep_update, make_dataset, read_jsonl, require, run_cli, write_cfg)
+from conftest import (REPO, child_env, deep_update, read_jsonl, require, run_cli, write_cfg)
 
 import badvideos
 
