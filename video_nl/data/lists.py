@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import UserError
 
@@ -75,6 +76,13 @@ def load_classnames(path: str) -> list[str]:
                 raise UserError(f"Class names file {path} must map each name to a distinct id 0..K-1.")
             return sorted(data, key=data.get)
         return [line.strip() for line in f if line.strip()]
+
+
+def class_names(cfg: Any) -> list[str]:
+    """Names from ``DATA.CLASSNAMES_FILE`` or ``PATH_TO_DATA_DIR/classnames.json``, else ``"0".."K-1"``."""
+    path = cfg.DATA.CLASSNAMES_FILE or os.path.join(cfg.DATA.PATH_TO_DATA_DIR, "classnames.json")
+    names = load_classnames(path) if cfg.DATA.CLASSNAMES_FILE or os.path.isfile(path) else []
+    return names if len(names) == cfg.MODEL.NUM_CLASSES else [str(i) for i in range(cfg.MODEL.NUM_CLASSES)]
 
 
 def read_video_list(path: str, *, fmt: str = "auto", separator: str = " ", prefix: str = "",

@@ -16,20 +16,27 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
+from ..data.lists import class_names
 from ..errors import UserError
 from ..utils.io import atomic_json_dump, atomic_write
 from . import checkpoint as ckpt
 from . import distributed as du
 from .failures import check_all_ranks
 from .logging import Progress, StatsLogger, prepare_output_dir, tensorboard_dir
+from .runtime import autocast, iterate, load_model
 from .metrics import confusion_matrix, mean_class_accuracy, per_class_accuracy, topk_correct
 
 SWEEP_CLIPS = (1, 3, 5, 10)
-ATTENTION_VIDEOS = 2  # test videos whose attention montages go to TensorBoard (TENSORBOARD.ATTENTION)
+
+#: Called after each scored test video with (model, item, 1-based video number on this rank, stats logger);
+#: ``item`` is the test dataset's dict (``views`` ``V×3×T×H×W``, ``ok``, ``path``, ...). Hooks let callers add
+#: per-video side outputs (e.g. attention montages in TensorBoard) without the evaluator knowing about them.
+VideoHook = Callable[[torch.nn.Module, dict, int, StatsLogger], None]
 
 
 def resolve_checkpoint(cfg: Any, explicit: str | None) -> str:
@@ -43,24 +50,6 @@ def resolve_checkpoint(cfg: Any, explicit: str | None) -> str:
         raise UserError(f"No checkpoint to test: pass --checkpoint PATH, set TEST.CHECKPOINT_FILE_PATH, or train "
                         f"first (looked in {ckpt.checkpoint_dir(cfg.OUTPUT_DIR)}).")
     return found[-1]
-
-
-def class_names(cfg: Any) -> list[str]:
-    """Names from ``DATA.CLASSNAMES_FILE`` or ``PATH_TO_DATA_DIR/classnames.json``, else ``"0".."K-1"``."""
-    from ..data.lists import load_classnames
-
-    path = cfg.DATA.CLASSNAMES_FILE or os.path.join(cfg.DATA.PATH_TO_DATA_DIR, "classnames.json")
-    names = load_classnames(path) if cfg.DATA.CLASSNAMES_FILE or os.path.isfile(path) else []
-    return names if len(names) == cfg.MODEL.NUM_CLASSES else [str(i) for i in range(cfg.MODEL.NUM_CLASSES)]
-
-
-def load_model(cfg: Any, info: du.DistInfo, path: str) -> torch.nn.Module:
-    """The config's model with the weights of ``path``, in eval mode on this rank's device."""
-    from .train import build_model_for
-
-    model = build_model_for(cfg, info, distributed_wrap=False)
-    ckpt.load_checkpoint(model, path)
-    return model.eval()
 
 
 @torch.no_grad()
@@ -92,11 +81,9 @@ def sweep_scores(probs: torch.Tensor, *, num_clips: int, num_crops: int, method:
 
 
 def score_videos(cfg: Any, info: du.DistInfo, model: torch.nn.Module, loader: torch.utils.data.DataLoader,
-                 stats: StatsLogger) -> list[dict]:
+                 stats: StatsLogger, video_hooks: Sequence[VideoHook] = ()) -> list[dict]:
     """Score this rank's share of the test ``loader``; one record per video (``scores`` None when it failed,
-    added to ``loader.failures``)."""
-    from .train import autocast, iterate
-
+    added to ``loader.failures``). Each of ``video_hooks`` is called after every video."""
     chunk = max(cfg.TEST.BATCH_SIZE // info.world_size, 1)
     crops, clips = cfg.TEST.NUM_SPATIAL_CROPS, cfg.TEST.NUM_ENSEMBLE_VIEWS
     progress = Progress(total=len(loader), start=0, desc="test", enabled=info.is_main, period=cfg.LOG_PERIOD)
@@ -113,14 +100,8 @@ def score_videos(cfg: Any, info: du.DistInfo, model: torch.nn.Module, loader: to
                                                method=cfg.TEST.ENSEMBLE_METHOD)
         else:
             loader.failures.add([(item["path"], item["failure"])])
-        # -- attention montages (video_nl.viz owns this call; TENSORBOARD.ATTENTION) --
-        if cfg.TENSORBOARD.ATTENTION and stats.writer is not None and item["ok"] and n <= ATTENTION_VIDEOS:
-            from ..viz.attention import log_attention_to_tensorboard
-
-            centre_view = (clips // 2) * crops + crops // 2
-            log_attention_to_tensorboard(model, item["views"][centre_view], stats.writer, n - 1,
-                                         mean=cfg.DATA.MEAN, std=cfg.DATA.STD)
-        # -- end attention montages --
+        for hook in video_hooks:
+            hook(model, item, n, stats)
         records.append(record)
         progress.update(iteration=n, fields={"videos": str(n)})
     progress.close()
@@ -229,8 +210,21 @@ def plot_confusion(matrix: torch.Tensor, names: list[str], path: str) -> None:
     plt.close(fig)
 
 
-def run_test(cfg: Any, info: du.DistInfo, *, checkpoint: str | None = None) -> dict:
-    """Multi-view test of ``checkpoint`` (resolved by :func:`resolve_checkpoint`); returns the summary."""
+def default_video_hooks(cfg: Any) -> list[VideoHook]:
+    """The hooks ``video-nl test`` and ``video-nl train`` pass to :func:`run_test`: attention montages in
+    TensorBoard when ``TENSORBOARD.ATTENTION`` (drawn by :mod:`video_nl.viz`)."""
+    if not (cfg.TENSORBOARD.ENABLE and cfg.TENSORBOARD.ATTENTION):
+        return []
+    from ..viz.tensorboard import AttentionMontageHook
+
+    return [AttentionMontageHook(cfg)]
+
+
+def run_test(cfg: Any, info: du.DistInfo, *, checkpoint: str | None = None,
+             video_hooks: Sequence[VideoHook] = ()) -> dict:
+    """Multi-view test of ``checkpoint`` (resolved by :func:`resolve_checkpoint`); returns the summary.
+
+    ``video_hooks`` are called after each scored video (see :data:`VideoHook`)."""
     from ..data.datasets import build_test_loader
 
     path = resolve_checkpoint(cfg, checkpoint)
@@ -241,7 +235,7 @@ def run_test(cfg: Any, info: du.DistInfo, *, checkpoint: str | None = None) -> d
                    f"{cfg.DATA.TEST_CROP_SIZE}px, ensemble {cfg.TEST.ENSEMBLE_METHOD}")
         model = load_model(cfg, info, path)
         loader = build_test_loader(cfg, "test", distributed=info.distributed)
-        records = gather_records(score_videos(cfg, info, model, loader, stats))
+        records = gather_records(score_videos(cfg, info, model, loader, stats, video_hooks))
         for r in records:  # every rank's failures, reported once by rank 0
             if not r["ok"]:
                 stats.info(f"failed to load test video {r['path']}: {r['failure']} (counted as wrong)")
@@ -263,7 +257,7 @@ def main(args: argparse.Namespace) -> int | None:
     """``video-nl test --cfg FILE [--checkpoint PATH] [KEY VALUE ...]``."""
     info = du.init_distributed(args.cfg)
     try:
-        run_test(args.cfg, info, checkpoint=args.checkpoint)
+        run_test(args.cfg, info, checkpoint=args.checkpoint, video_hooks=default_video_hooks(args.cfg))
         return 0
     finally:
         du.cleanup()

@@ -14,7 +14,9 @@ import torch
 
 from ..errors import UserError
 from . import distributed as du
-from .evaluate import aggregate, class_names, load_model, view_probs
+from ..data.lists import class_names
+from .evaluate import aggregate, view_probs
+from .runtime import autocast, load_model
 
 
 def video_views(cfg, path: str) -> torch.Tensor:  # noqa: ANN001 - a CfgNode
@@ -36,8 +38,6 @@ def video_views(cfg, path: str) -> torch.Tensor:  # noqa: ANN001 - a CfgNode
 
 def predict(cfg, *, checkpoint: str, video: str, topk: int) -> list[dict]:  # noqa: ANN001 - a CfgNode
     """``[{"class", "name", "score"}, ...]``, best first."""
-    from .train import autocast
-
     if not os.path.isfile(video):
         raise UserError(f"Video {video} does not exist.")
     if topk < 1:

@@ -1,119 +1,42 @@
 """``video-nl train``: the training loop (single process or torchrun/DDP), then multi-view testing.
 
-Pieces: :func:`setup` (process group, seeds, determinism) → :func:`build_run` (model, optimiser, loaders,
-logging) → :func:`resume_or_init` → per epoch :func:`train_epoch` (which calls :func:`train_step`), precise
-BN + :func:`validate` every ``TRAIN.EVAL_PERIOD`` epochs, :func:`save` → ``evaluate.run_test`` when
+Pieces: ``runtime.setup`` (process group, seeds, determinism) → :func:`build_run` (model, optimiser, loaders,
+logging) → ``resume.resume_or_init`` → per epoch :func:`train_epoch` (which calls :func:`train_step`), precise
+BN + ``validate.validate`` every ``TRAIN.EVAL_PERIOD`` epochs, ``resume.save`` → ``evaluate.run_test`` when
 ``TEST.ENABLE``. See docs/engine.md for the outputs and the checkpoint/resume rules.
 """
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import random
 import time
-from dataclasses import dataclass, field
-from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import __version__
 from ..errors import UserError
-from ..utils.io import atomic_write, safe_torch_load
-from . import checkpoint as ckpt
+from ..utils.io import atomic_write
 from . import distributed as du
 from .failures import FailureLog, check_all_ranks
 from .logging import Progress, StatsLogger, Timer, format_eta, prepare_output_dir, tensorboard_dir
 from .metrics import topk_correct
 from .optim import LRScheduler, build_optimizer
-from .precise_bn import update_bn_stats
-
-
-@dataclass
-class Run:
-    """Everything one training run holds; ``epoch``/``iteration`` count completed epochs / iterations."""
-
-    cfg: Any
-    dist: du.DistInfo
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: LRScheduler
-    scaler: torch.amp.GradScaler | None
-    train_loader: torch.utils.data.DataLoader
-    val_loader: torch.utils.data.DataLoader | None
-    stats: StatsLogger
-    failures: FailureLog
-    iters_per_epoch: int
-    epoch: int = 0
-    iteration: int = 0
-    global_iteration: int = 0
-    skipped_steps: int = 0
-    last_checkpoint: str = ""
-    iter_times: list[float] = field(default_factory=list)
+from .resume import resume_or_init, save
+from .runtime import autocast, build_model_for, iterate, setup
+from .state import Run
+from .validate import precise_bn, validate
 
 
 # ---------------------------------------------------------------------------------------------- setup
-def setup(cfg: Any) -> du.DistInfo:
-    """Process group, seeds (``RNG_SEED`` + rank) and deterministic algorithms when asked."""
-    info = du.init_distributed(cfg)
-    if cfg.TRAIN.MIXED_PRECISION == "fp16" and info.device.type != "cuda":
-        raise UserError("TRAIN.MIXED_PRECISION fp16 needs a CUDA GPU (GradScaler); on CPU use bf16 or none.")
-    torch.manual_seed(cfg.RNG_SEED + info.rank)
-    random.seed(cfg.RNG_SEED + info.rank)
-    np.random.seed(cfg.RNG_SEED + info.rank)
-    if cfg.TRAIN.DETERMINISTIC:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=info.device.type == "cuda")
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-    return info
-
-
-def autocast(cfg: Any, device: torch.device) -> contextlib.AbstractContextManager:
-    """The autocast context of ``TRAIN.MIXED_PRECISION`` (a no-op for ``none``)."""
-    mode = cfg.TRAIN.MIXED_PRECISION
-    if mode == "none":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if mode == "bf16" else torch.float16)
-
-
-def build_model_for(cfg: Any, info: du.DistInfo, *, distributed_wrap: bool) -> nn.Module:
-    """``build_model(cfg)`` on the device, SyncBN/channels-last as configured, DDP-wrapped when asked."""
-    from ..models.build import build_model
-
-    model = build_model(cfg).to(info.device)
-    if cfg.TRAIN.CHANNELS_LAST:
-        model = model.to(memory_format=torch.channels_last_3d)
-    if info.distributed and distributed_wrap:
-        if cfg.BN.NORM_TYPE == "sync_batchnorm":
-            if info.device.type != "cuda":
-                raise UserError("BN.NORM_TYPE sync_batchnorm needs CUDA devices (PyTorch's SyncBatchNorm is "
-                                "GPU-only); use batchnorm on CPU.")
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        ids = [info.device.index] if info.device.type == "cuda" else None
-        model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    return model
-
-
 def make_loader(cfg: Any, info: du.DistInfo, *, split: str) -> torch.utils.data.DataLoader:
     """The data module's train/val loader (deterministic ``(epoch, index)`` order, global batch checked)."""
     from ..data.datasets import build_train_loader
 
     du.per_rank_batch_size(cfg.TRAIN.BATCH_SIZE, num_ranks=info.world_size, key="TRAIN.BATCH_SIZE")
     return build_train_loader(cfg, split, distributed=info.distributed)
-
-
-def iterate(loader: torch.utils.data.DataLoader) -> Iterator[Any]:
-    """Iterate ``loader`` without the draw DataLoader makes from the global torch RNG when it starts
-    (items are seeded from (RNG_SEED, epoch, index), so the global stream — dropout — stays resumable)."""
-    state = torch.get_rng_state()
-    it = iter(loader)
-    torch.set_rng_state(state)
-    yield from it
 
 
 def build_run(cfg: Any, info: du.DistInfo) -> Run:
@@ -144,77 +67,6 @@ def log_model_info(run: Run) -> None:
     run.stats.info(f"model: {info['params'] / 1e6:.2f}M params, {info['gflops']:.2f} GFLOPs per "
                    f"{run.cfg.DATA.NUM_FRAMES}x{run.cfg.DATA.TRAIN_CROP_SIZE}^2 clip, context blocks: "
                    f"{[b['name'] if isinstance(b, dict) else str(b) for b in info.get('context_blocks', [])]}")
-
-
-# ---------------------------------------------------------------------------------------------- init / resume
-def init_weights(cfg: Any, model: nn.Module, stats: StatsLogger) -> None:
-    """Initialise from ``TRAIN.CHECKPOINT_FILE_PATH``: 2D weights inflated, or any video_nl checkpoint.
-
-    Tensors whose shape differs (a classifier for another class count) keep their initialisation.
-    """
-    path = cfg.TRAIN.CHECKPOINT_FILE_PATH
-    target = ckpt.unwrap(model)
-    own = target.state_dict()
-    if cfg.TRAIN.CHECKPOINT_INFLATE:
-        from ..models.weights.common import read_torch_state
-        from ..models.weights.inflate import inflate_state_dict
-
-        state = inflate_state_dict(read_torch_state(path), target)
-    else:
-        from ..models.weights.common import unwrap_state_dict
-
-        state = unwrap_state_dict(safe_torch_load(path), path=path)
-    kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    skipped = sorted(set(own) - set(kept))
-    target.load_state_dict(kept, strict=False)
-    stats.info(f"initialised {len(kept)} tensors from {path}" + (f"; kept the initialisation of {skipped}"
-                                                                  if skipped else ""))
-
-
-def resume_or_init(run: Run) -> None:
-    """Continue from the newest readable checkpoint (``TRAIN.AUTO_RESUME``), else load initial weights."""
-    cfg = run.cfg
-    if run.dist.is_main:
-        ckpt.remove_stale_temporaries(cfg.OUTPUT_DIR)
-    found = ckpt.newest_readable_checkpoint(cfg.OUTPUT_DIR) if cfg.TRAIN.AUTO_RESUME else None
-    if found is None:
-        if cfg.TRAIN.CHECKPOINT_FILE_PATH:
-            init_weights(cfg, run.model, run.stats)
-        return
-    path, state = found
-    ckpt.unwrap(run.model).load_state_dict(state["model_state"])
-    run.optimizer.load_state_dict(state["optimizer_state"])
-    run.scheduler.load_state_dict(state["scheduler_state"])
-    if run.scaler is not None and state.get("scaler_state"):
-        run.scaler.load_state_dict(state["scaler_state"])
-    run.epoch, run.iteration = int(state["epoch"]), int(state["iteration"])
-    run.global_iteration = int(state["global_iteration"])
-    rng = state.get("rng_state") or []
-    if len(rng) == run.dist.world_size:
-        ckpt.restore_rng_state(rng[run.dist.rank])
-    else:
-        run.stats.info(f"checkpoint has RNG states for {len(rng)} ranks, this run has {run.dist.world_size}: "
-                       f"continuing with fresh RNG states (not bitwise-repeatable)")
-    run.last_checkpoint = path
-    run.stats.info(f"resumed from {path} (epoch {run.epoch}, iteration {run.iteration})")
-
-
-# ---------------------------------------------------------------------------------------------- checkpoints
-def save(run: Run, *, iteration: int) -> str:
-    """Write ``OUTPUT_DIR/checkpoints/checkpoint_epoch_NNNNN[_iter_NNNNNNN].pyth`` (rank 0), prune old ones."""
-    rng_states = du.all_gather_objects(ckpt.capture_rng_state())
-    path = os.path.join(ckpt.checkpoint_dir(run.cfg.OUTPUT_DIR), ckpt.checkpoint_name(epoch=run.epoch,
-                                                                                        iteration=iteration))
-    if run.dist.is_main:
-        meta = {"source": "video_nl", "input_convention": run.cfg.MODEL.INPUT_CONVENTION,
-                "nl_instantiation": run.cfg.NONLOCAL.INSTANTIATION, "video_nl_version": __version__}
-        ckpt.save_checkpoint(path, model=run.model, optimizer=run.optimizer, scheduler=run.scheduler,
-                             scaler=run.scaler, epoch=run.epoch, iteration=iteration,
-                             global_iteration=run.global_iteration, cfg=run.cfg, rng_states=rng_states, meta=meta)
-        ckpt.prune_checkpoints(run.cfg.OUTPUT_DIR, keep=run.cfg.TRAIN.KEEP_CHECKPOINTS)
-    du.barrier()
-    run.last_checkpoint = path
-    return path
 
 
 # ---------------------------------------------------------------------------------------------- step
@@ -377,51 +229,6 @@ def train_epoch(run: Run) -> None:
     _log_epoch(run, meter, lr=lr, wall=time.perf_counter() - start, num_failed=num_failed)
 
 
-# ---------------------------------------------------------------------------------------------- eval
-def precise_bn(run: Run) -> None:
-    """Recompute BN statistics over ``BN.NUM_BATCHES_PRECISE`` training batches (this epoch's order)."""
-    loader = run.train_loader
-    loader.sampler.set_epoch(run.epoch - 1)
-    device = run.dist.device
-    videos = (b["video"].to(device) for b in iterate(loader))
-    with autocast(run.cfg, device):
-        used = update_bn_stats(ckpt.unwrap(run.model), videos, num_batches=run.cfg.BN.NUM_BATCHES_PRECISE)
-    run.stats.info(f"precise BN: statistics recomputed over {used} batches")
-
-
-@torch.no_grad()
-def validate(run: Run) -> dict:
-    """1-clip accuracy on the val split (every video once over all ranks); logs a ``val_epoch`` line.
-
-    Val videos that fail to load are replaced (as in training), reported once per validation and counted in
-    ``num_failed_videos``; then the val list's ``DATA.MAX_FAILURE_RATIO`` rule is applied on every rank.
-    """
-    model = ckpt.unwrap(run.model)
-    model.eval()
-    device = run.dist.device
-    failures = FailureLog(report=run.stats.info, split="val")
-    run.val_loader.sampler.set_epoch(run.epoch)
-    loss = top1 = top5 = n = 0.0
-    for batch in iterate(run.val_loader):
-        failures.record(batch["failures"])
-        run.val_loader.failures.add(batch["failures"])
-        video = batch["video"].to(device)
-        labels = torch.as_tensor(batch["label"]).to(device)
-        with autocast(run.cfg, device):
-            out = model(video)
-        loss += float(F.cross_entropy(out.float(), labels, reduction="sum"))
-        c1, c5 = topk_correct(out.float(), labels)
-        top1, top5, n = top1 + c1, top5 + c5, n + len(labels)
-    loss, top1, top5, n = du.all_reduce_sum([loss, top1, top5, n], device=device)
-    n = max(n, 1)
-    stats = {"epoch": run.epoch, "loss": loss / n, "top1_err": 100.0 * (1 - top1 / n),
-             "top5_err": 100.0 * (1 - top5 / n), "num_videos": int(n), "num_failed_videos": failures.end_epoch()}
-    run.stats.log("val_epoch", stats, step=run.epoch)
-    check_all_ranks(run.val_loader.failures)
-    model.train()
-    return stats
-
-
 def _due(epoch: int, period: int, last: int) -> bool:
     return period > 0 and (epoch % period == 0 or epoch == last)
 
@@ -461,9 +268,9 @@ def main(args: argparse.Namespace) -> int | None:
     try:
         final = train(cfg, info) if cfg.TRAIN.ENABLE else None
         if cfg.TEST.ENABLE:
-            from .evaluate import run_test
+            from .evaluate import default_video_hooks, run_test
 
-            run_test(cfg, info, checkpoint=final)
+            run_test(cfg, info, checkpoint=final, video_hooks=default_video_hooks(cfg))
         if final and info.is_main:
             print(f"[video_nl] done: final checkpoint {final}", flush=True)
         return 0

@@ -278,7 +278,7 @@ def log_attention_to_tensorboard(model: nn.Module, clip: torch.Tensor, writer, s
 
 def main(args: argparse.Namespace) -> int:
     """``video-nl visualize``: see the module docstring and docs/visualize.md."""
-    from ..engine.evaluate import class_names
+    from ..data.lists import class_names
 
     cfg = args.cfg
     model, device = build_and_load(cfg, args.checkpoint)

@@ -1,0 +1,57 @@
+"""Validation during training: precise BN statistics and the 1-clip val accuracy."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import checkpoint as ckpt
+from . import distributed as du
+from .failures import FailureLog, check_all_ranks
+from .metrics import topk_correct
+from .precise_bn import update_bn_stats
+from .runtime import autocast, iterate
+from .state import Run
+
+
+def precise_bn(run: Run) -> None:
+    """Recompute BN statistics over ``BN.NUM_BATCHES_PRECISE`` training batches (this epoch's order)."""
+    loader = run.train_loader
+    loader.sampler.set_epoch(run.epoch - 1)
+    device = run.dist.device
+    videos = (b["video"].to(device) for b in iterate(loader))
+    with autocast(run.cfg, device):
+        used = update_bn_stats(ckpt.unwrap(run.model), videos, num_batches=run.cfg.BN.NUM_BATCHES_PRECISE)
+    run.stats.info(f"precise BN: statistics recomputed over {used} batches")
+
+
+@torch.no_grad()
+def validate(run: Run) -> dict:
+    """1-clip accuracy on the val split (every video once over all ranks); logs a ``val_epoch`` line.
+
+    Val videos that fail to load are replaced (as in training), reported once per validation and counted in
+    ``num_failed_videos``; then the val list's ``DATA.MAX_FAILURE_RATIO`` rule is applied on every rank.
+    """
+    model = ckpt.unwrap(run.model)
+    model.eval()
+    device = run.dist.device
+    failures = FailureLog(report=run.stats.info, split="val")
+    run.val_loader.sampler.set_epoch(run.epoch)
+    loss = top1 = top5 = n = 0.0
+    for batch in iterate(run.val_loader):
+        failures.record(batch["failures"])
+        run.val_loader.failures.add(batch["failures"])
+        video = batch["video"].to(device)
+        labels = torch.as_tensor(batch["label"]).to(device)
+        with autocast(run.cfg, device):
+            out = model(video)
+        loss += float(F.cross_entropy(out.float(), labels, reduction="sum"))
+        c1, c5 = topk_correct(out.float(), labels)
+        top1, top5, n = top1 + c1, top5 + c5, n + len(labels)
+    loss, top1, top5, n = du.all_reduce_sum([loss, top1, top5, n], device=device)
+    n = max(n, 1)
+    stats = {"epoch": run.epoch, "loss": loss / n, "top1_err": 100.0 * (1 - top1 / n),
+             "top5_err": 100.0 * (1 - top5 / n), "num_videos": int(n), "num_failed_videos": failures.end_epoch()}
+    run.stats.log("val_epoch", stats, step=run.epoch)
+    check_all_ranks(run.val_loader.failures)
+    model.train()
+    return stats
