@@ -4,7 +4,7 @@ import torch
 
 from video_nl.data.decoders import VideoInfo
 from video_nl.data.sampling import MultiClipSampler, TrainSampler, clip_span, frame_step, multi_clip_starts
-from video_nl.data.transforms import multi_view_transform, short_side_resize, multi_view_boxes, train_transform
+from video_nl.data.transforms import multi_view_boxes, multi_view_transform, short_side_resize, train_transform
 
 
 def test_train_sampler_range_and_loop():
