@@ -21,7 +21,7 @@ import pytest
 import torch
 from helpers.videos import random_video
 
-from video_nl.config import ConfigError, get_default_config, load_config
+from video_nl.config import ConfigError, get_default_config, load_config, merge_overrides
 from video_nl.config.loader import validate
 from video_nl.data.datasets import MultiViewDataset, VideoClipDataset, item_seed
 from video_nl.data.decoders import VideoInfo
@@ -184,15 +184,17 @@ def _psf_indices(n, fps, num_frames, rate, clip_idx, num_clips, target_fps=30.0)
     return psf_decode(torch.arange(n), rate, num_frames, clip_idx, num_clips, target_fps, fps).tolist()
 
 
+def _grid():
+    """(video info, frames per clip, rate) over LENGTHS × FPS × CLIPS."""
+    return [(VideoInfo(n, fps, 32, 32), t, r) for n in LENGTHS for fps in FPS for t, r in CLIPS]
+
+
 @fused_torch
 def test_test_clips_match_pyslowfast_index_for_index():
-    for n in LENGTHS:
-        for fps in FPS:
-            info = VideoInfo(n, fps, 32, 32)
-            for t, r in CLIPS:
-                for k in (1, 3, 10):
-                    clips = MultiClipSampler(t, r, 30.0, k, "pyslowfast", protocol="pyslowfast").clips(info)
-                    assert clips == [_psf_indices(n, fps, t, r, i, k) for i in range(k)], (n, fps, t, r, k)
+    for info, t, r in _grid():
+        for k in (1, 3, 10):
+            clips = MultiClipSampler(t, r, 30.0, k, "pyslowfast", protocol="pyslowfast").clips(info)
+            assert clips == [_psf_indices(info.num_frames, info.fps, t, r, i, k) for i in range(k)], (info, t, r, k)
 
 
 def test_issue_example_8x8_spans_64_frames_at_spacing_9_and_short_videos_repeat_the_last_frame():
@@ -211,14 +213,11 @@ def test_issue_example_8x8_spans_64_frames_at_spacing_9_and_short_videos_repeat_
 @fused_torch
 def test_train_and_val_clips_match_pyslowfast_for_the_same_seed():
     """Train and val both use clip_idx −1 (a random start) in PySlowFast; ours draws it the same way."""
-    for n in LENGTHS:
-        for fps in FPS:
-            info = VideoInfo(n, fps, 32, 32)
-            for t, r in CLIPS:
-                for seed in range(0, 4000, 97):
-                    ours = TrainSampler(t, r, 30.0, seed, "pyslowfast")(info)
-                    psf_seed(seed)
-                    assert ours == _psf_indices(n, fps, t, r, -1, 10), (n, fps, t, r, seed)
+    for info, t, r in _grid():
+        for seed in range(0, 4000, 97):
+            ours = TrainSampler(t, r, 30.0, seed, "pyslowfast")(info)
+            psf_seed(seed)
+            assert ours == _psf_indices(info.num_frames, info.fps, t, r, -1, 10), (info, t, r, seed)
 
 
 @fused_torch
@@ -333,19 +332,14 @@ def videos(tmp_path_factory):
     return root, paths
 
 
-def _cfg(root, **kw):
-    cfg = get_default_config()
-    cfg.DATA.PATH_TO_DATA_DIR, cfg.MODEL.NUM_CLASSES = str(root), 2
-    cfg.DATA.SAMPLING_PROTOCOL, cfg.DATA.TARGET_FPS = "pyslowfast", 30.0
-    cfg.DATA.NUM_FRAMES, cfg.DATA.SAMPLING_RATE = 4, 6
-    cfg.DATA.TRAIN_JITTER_SCALES, cfg.DATA.TRAIN_CROP_SIZE, cfg.DATA.TEST_CROP_SIZE = [32, 44], 32, 32
-    cfg.DATA.MEAN, cfg.DATA.STD = MEAN, STD
-    cfg.TEST.NUM_ENSEMBLE_VIEWS, cfg.TEST.NUM_SPATIAL_CROPS = 3, 3
-    cfg.DATA_LOADER.NUM_WORKERS = 0
-    for k, v in kw.items():
-        section, key = k.split("__")
-        setattr(getattr(cfg, section), key, v)
-    return cfg
+def _cfg(root, *overrides):
+    """A pyslowfast-protocol config over ``root``'s lists: 4×6 clips at TARGET_FPS 30, 32² crops, 3 clips × 3 crops."""
+    return merge_overrides(get_default_config(), [
+        "DATA.PATH_TO_DATA_DIR", str(root), "MODEL.NUM_CLASSES", "2", "DATA.SAMPLING_PROTOCOL", "pyslowfast",
+        "DATA.TARGET_FPS", "30.0", "DATA.NUM_FRAMES", "4", "DATA.SAMPLING_RATE", "6",
+        "DATA.TRAIN_JITTER_SCALES", "[32, 44]", "DATA.TRAIN_CROP_SIZE", "32", "DATA.TEST_CROP_SIZE", "32",
+        "DATA.MEAN", str(MEAN), "DATA.STD", str(STD), "TEST.NUM_ENSEMBLE_VIEWS", "3", "TEST.NUM_SPATIAL_CROPS", "3",
+        "DATA_LOADER.NUM_WORKERS", "0", *overrides])
 
 
 def _whole(path):
@@ -373,7 +367,7 @@ def test_train_and_val_items_equal_pyslowfast_kinetics(videos, split):
 @pytest.mark.parametrize("num_crops, decode_once", [(3, True), (3, False), (1, True)])
 def test_test_views_equal_pyslowfast_kinetics(videos, num_crops, decode_once):
     root, paths = videos
-    cfg = _cfg(root, TEST__NUM_SPATIAL_CROPS=num_crops, DATA__TRAIN_JITTER_SCALES=[36, 44])
+    cfg = _cfg(root, "TEST.NUM_SPATIAL_CROPS", str(num_crops), "DATA.TRAIN_JITTER_SCALES", "[36, 44]")
     ds = MultiViewDataset(cfg, "test", decode_once=decode_once)
     views_per_video = cfg.TEST.NUM_ENSEMBLE_VIEWS * num_crops
     for i, path in enumerate(paths):

@@ -126,11 +126,10 @@ class TrainSampler:
     def __call__(self, info: VideoInfo) -> list[int]:
         if self.protocol == "pyslowfast":
             size = pyslowfast_clip_size(self.num_frames, self.rate, info.fps, self.target_fps)
-            start = random.Random(self.seed).uniform(0, max(info.num_frames - size, 0))
-            return linspace_indices(start, start + size - 1, self.num_frames, info.num_frames)
-        step = frame_step(self.rate, info.fps, self.target_fps)
-        delta = max(info.num_frames - clip_span(self.num_frames, step), 0)
-        start = int(np.random.default_rng(self.seed).integers(0, delta + 1))
+            start: float = random.Random(self.seed).uniform(0, max(info.num_frames - size, 0))
+        else:
+            span = clip_span(self.num_frames, frame_step(self.rate, info.fps, self.target_fps))
+            start = int(np.random.default_rng(self.seed).integers(0, max(info.num_frames - span, 0) + 1))
         return protocol_clip(start, num_frames=self.num_frames, rate=self.rate, target_fps=self.target_fps,
                              info=info, protocol=self.protocol)
 
