@@ -28,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .sampling import PROTOCOLS
+
 
 def short_side_resize(frames: torch.Tensor, size: int) -> torch.Tensor:
     """Bilinear resize of ``T×3×H×W`` float frames so the short side is ``size`` (aspect kept, rounded)."""
@@ -190,7 +192,7 @@ def clip_transform(frames: torch.Tensor, *, protocol: str, seed: int, jitter_sca
         return pyslowfast_train_transform(frames, rng=np.random.RandomState(seed % 2**32), **kw)
     if protocol == "caffe2":
         return train_transform(frames, generator=torch.Generator().manual_seed(seed), **kw)
-    raise ValueError(f"unknown sampling protocol {protocol!r}; one of ('caffe2', 'pyslowfast')")
+    raise ValueError(f"unknown sampling protocol {protocol!r}; one of {PROTOCOLS}")
 
 
 def multi_view_scale(*, protocol: str, num_crops: int, crop_size: int, jitter_scales: Sequence[int]) -> int:
@@ -211,7 +213,7 @@ def multi_view_boxes(height: int, width: int, *, scale: int, crop_size: int, num
         h, w = _short_side_size(height, width, scale)
         top, left = (h - crop_size) // 2, (w - crop_size) // 2
     else:
-        raise ValueError(f"unknown sampling protocol {protocol!r}; one of ('caffe2', 'pyslowfast')")
+        raise ValueError(f"unknown sampling protocol {protocol!r}; one of {PROTOCOLS}")
     if min(h, w) < crop_size:
         raise ValueError(f"test crop {crop_size} is larger than the frames scaled to short side {scale} ({h}×{w})")
     if num_crops == 1:
