@@ -142,12 +142,14 @@ def test_runner_quick_json(tmp_path, capsys, which):
 
 
 def test_data_benches_quick_rows(tmp_path, capsys):
-    """The loader rows (default decord first, then PyAV) and the test-decode counts on real generated videos."""
+    """The loader rows (default decord first, then PyAV, then the pyslowfast protocol) and the test-decode counts on
+    real generated videos."""
     args = argparse.Namespace(which="loader", json=True, device="cpu", quick=True, out=str(tmp_path / "loader"))
     assert runner.main(args) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [(r["bench"], r["metric"], r["backend"], r["default"]) for r in rows] == [
-        ("loader", "clips_per_s", "decord", True), ("loader", "clips_per_s", "pyav", False)]
+    assert [(r["bench"], r["metric"], r["backend"], r["protocol"], r["default"]) for r in rows] == [
+        ("loader", "clips_per_s", "decord", "caffe2", True), ("loader", "clips_per_s", "pyav", "caffe2", False),
+        ("loader", "clips_per_s", "decord", "pyslowfast", False)]
     assert all(r["ours"] > 0 and r["peer"] > 0 and r["better_by"] == r["ours"] / r["peer"] for r in rows)
     args = argparse.Namespace(which="test-decode", json=True, device="cpu", quick=True, out=str(tmp_path / "td"))
     assert runner.main(args) == 0

@@ -4,7 +4,7 @@ import torch
 
 from video_nl.data.decoders import VideoInfo
 from video_nl.data.sampling import MultiClipSampler, TrainSampler, clip_span, frame_step, multi_clip_starts
-from video_nl.data.transforms import crop_offsets, multi_view_transform, short_side_resize, train_transform
+from video_nl.data.transforms import multi_view_boxes, multi_view_transform, short_side_resize, train_transform
 
 
 def test_train_sampler_range_and_loop():
@@ -83,7 +83,9 @@ def test_multi_view_transform_crops_cover_long_side():
     views = multi_view_transform(frames, crop_size=32, num_crops=3, mean=[0, 0, 0], std=[1, 1, 1])
     assert views.shape == (3, 3, 2, 32, 32)
     assert views[0, 0].min() == 1 and views[2, 0].max() == 0 and 0 < views[1, 0].mean() < 1  # left/centre/right
-    assert crop_offsets(64, 32, 3) == [0, 16, 32] and crop_offsets(64, 32, 1) == [16]
+    assert multi_view_boxes(32, 64, scale=32, crop_size=32, num_crops=3, protocol="caffe2") == \
+        ((32, 64), [(0, 0), (0, 16), (0, 32)])
+    assert multi_view_boxes(32, 64, scale=32, crop_size=32, num_crops=1, protocol="caffe2") == ((32, 64), [(0, 16)])
     clips = torch.stack([frames, frames.flip(2)])
     both = multi_view_transform(clips, crop_size=32, num_crops=3, mean=[0, 0, 0], std=[1, 1, 1])
     assert both.shape == (6, 3, 2, 32, 32) and torch.equal(both[:3], views)  # clip-major

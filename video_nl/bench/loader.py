@@ -9,7 +9,7 @@ Both benches write their own videos (320×256, 30 fps, H.264 with the encoder's 
   decoding, default config) vs ``pytorchvideo.data.Kinetics(decoder="pyav", decode_audio=False)`` with a
   random 64-frame clip sampler and PyTorchVideo's train recipe written in torch ops (:func:`_peer_transform`).
   A second row runs our dataset with ``DATA.DECODING_BACKEND pyav`` (which skips non-reference frames before
-  the clip). Rounds of 8 clips alternate (order rotated) after a warm-up round; the rows report medians.
+  the clip), a third with ``DATA.SAMPLING_PROTOCOL pyslowfast`` (decord; a 64-frame clip span as the peer's). Rounds of 8 clips alternate (order rotated) after a warm-up round; the rows report medians.
 * ``test-decode`` — frames the decoder produces per video for 10 clips × 3 crops, decoding the union of all
   views once vs one decode per view (PySlowFast's replication). Both go through our PyAV path, which counts
   every frame coming out of the decoder (including those between a keyframe and the first needed frame).
@@ -108,10 +108,11 @@ def _peer_clips(csv: str, cfg: Any) -> Callable[[], dict]:
     return next_clip
 
 
-def _our_clips(cfg: Any, backend: str) -> Callable[[], dict]:
-    """Next-clip function of our train :class:`VideoClipDataset` with ``backend`` (cycling through the videos)."""
+def _our_clips(cfg: Any, backend: str, protocol: str = "caffe2") -> Callable[[], dict]:
+    """Next-clip function of our train :class:`VideoClipDataset` with ``backend`` and sampling ``protocol``
+    (cycling through the videos)."""
     cfg = copy.deepcopy(cfg)
-    cfg.DATA.DECODING_BACKEND = backend
+    cfg.DATA.DECODING_BACKEND, cfg.DATA.SAMPLING_PROTOCOL = backend, protocol
     dataset = VideoClipDataset(cfg, "train")
     counter = itertools.count()
     return lambda: dataset[(0, next(counter) % len(dataset))]
@@ -136,25 +137,28 @@ def _intra_op_threads(n: int) -> Iterator[None]:
 
 
 def run_loader(args: argparse.Namespace) -> list[dict]:
-    """Train-pattern clips/s, ours (default decord backend, and the PyAV backend) vs PyTorchVideo: one process,
-    one intra-op thread (as in a DataLoader worker), interleaved rounds of ``clips`` clips each after a
-    warm-up round; medians. The first row is the default configuration."""
+    """Train-pattern clips/s, ours (default decord backend, the PyAV backend, and decord with the pyslowfast
+    sampling protocol) vs PyTorchVideo: one process, one intra-op thread (as in a DataLoader worker),
+    interleaved rounds of ``clips`` clips each after a warm-up round; medians. The first row is the default
+    configuration."""
     quick = getattr(args, "quick", False)
     videos, seconds, rounds, clips = (3, 4, 2, 3) if quick else (8, 10, 9, 8)
     with tempfile.TemporaryDirectory(prefix="video_nl_bench_") as folder:
         paths = _write_videos(folder, count=videos, seconds=seconds)
         cfg = _cfg(folder, paths)
         fns = {"decord": _batch(_our_clips(cfg, "decord"), clips), "pyav": _batch(_our_clips(cfg, "pyav"), clips),
+               "pyslowfast": _batch(_our_clips(cfg, "decord", "pyslowfast"), clips),
                "peer": _batch(_peer_clips(os.path.join(folder, "train.csv"), cfg), clips)}
         with _intra_op_threads(1):
             stats = time_interleaved(fns, device=torch.device("cpu"), warmup=1, repeats=rounds)
     case = f"train 8x8 224crop 320x256@30fps {videos} videos"
+    runs = [("decord", "decord", "caffe2"), ("pyav", "pyav", "caffe2"), ("pyslowfast", "decord", "pyslowfast")]
     return [make_row(bench="loader", case=case, metric="clips_per_s",
-                     impl=f"video_nl VideoClipDataset ({backend}) vs pytorchvideo Kinetics (pyav)",
-                     ours=stats[backend].inverted(clips), peer=stats["peer"].inverted(clips), target=">= 2",
-                     backend=backend, default=backend == "decord", clips_per_round=clips, intra_op_threads=1,
-                     load_average=round(os.getloadavg()[0], 2))
-            for backend in ("decord", "pyav")]
+                     impl=f"video_nl VideoClipDataset ({backend}, {protocol}) vs pytorchvideo Kinetics (pyav)",
+                     ours=stats[name].inverted(clips), peer=stats["peer"].inverted(clips), target=">= 2",
+                     backend=backend, protocol=protocol, default=name == "decord", clips_per_round=clips,
+                     intra_op_threads=1, load_average=round(os.getloadavg()[0], 2))
+            for name, backend, protocol in runs]
 
 
 def run_test_decode(args: argparse.Namespace) -> list[dict]:

@@ -252,6 +252,11 @@ def validate(cfg: CfgNode) -> None:
                         f"{cfg.DATA.TRAIN_JITTER_SCALES}")
     if cfg.DATA.TRAIN_CROP_SIZE < 1 or cfg.DATA.TEST_CROP_SIZE < 1:
         problems.append("DATA.TRAIN_CROP_SIZE and DATA.TEST_CROP_SIZE must be >= 1")
+    if (cfg.DATA.SAMPLING_PROTOCOL == "pyslowfast" and cfg.TEST.NUM_SPATIAL_CROPS == 1
+            and cfg.DATA.TRAIN_JITTER_SCALES and cfg.DATA.TRAIN_JITTER_SCALES[0] < cfg.DATA.TEST_CROP_SIZE):
+        problems.append(f"DATA.SAMPLING_PROTOCOL pyslowfast with TEST.NUM_SPATIAL_CROPS 1 scales test frames to "
+                        f"DATA.TRAIN_JITTER_SCALES[0] ({cfg.DATA.TRAIN_JITTER_SCALES[0]}), which must be >= "
+                        f"DATA.TEST_CROP_SIZE ({cfg.DATA.TEST_CROP_SIZE})")
     if len(cfg.DATA.MEAN) != 3 or len(cfg.DATA.STD) != 3 or min(cfg.DATA.STD) <= 0:
         problems.append(f"DATA.MEAN and DATA.STD need 3 values (STD > 0), got {cfg.DATA.MEAN} and {cfg.DATA.STD}")
     if not 0.0 <= cfg.DATA.MAX_FAILURE_RATIO <= 1.0:

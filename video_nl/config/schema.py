@@ -140,6 +140,12 @@ SCHEMA: dict[str, Any] = {
         "TEST_OFFSET_FORMULA": Key("pyslowfast", "str", "Temporal offsets of test clips: pyslowfast (Delta*k/K), "
                                    "mmaction2 (1.x: round(Delta*k/(K-1))) or caffe2 (floor(N/K*k)).",
                                    ("pyslowfast", "mmaction2", "caffe2")),
+        "SAMPLING_PROTOCOL": Key("caffe2", "str", "Clip frame and crop formulas (docs/data.md): caffe2 (the Caffe2 "
+                                 "release: exact stride SAMPLING_RATE, short videos loop, test short side -> "
+                                 "TEST_CROP_SIZE) or pyslowfast (PySlowFast, index for index: linspace over "
+                                 "SAMPLING_RATE*NUM_FRAMES*fps/TARGET_FPS frames, last frame repeated, 1-crop test "
+                                 "at short side TRAIN_JITTER_SCALES[0], its one-pixel rounding).",
+                                 ("caffe2", "pyslowfast")),
     },
     "DATA_LOADER": {
         "NUM_WORKERS": Key(2, "int", "DataLoader worker processes (0 = load in the main process)."),

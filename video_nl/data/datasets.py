@@ -25,7 +25,7 @@ from ..errors import UserError
 from .decoding import DecodeError, decode_clip
 from .lists import ListProblem, VideoEntry, default_list_path, load_classnames, read_video_list
 from .sampling import MultiClipSampler, TrainSampler
-from .transforms import multi_view_transform, train_transform
+from .transforms import clip_transform, multi_view_transform, multi_view_scale
 
 ALL_BAD_ODDS = 1e-6  # accepted chance that a list within DATA.MAX_FAILURE_RATIO exhausts a train item's attempts
 
@@ -104,6 +104,7 @@ class _ListDataset(Dataset):
         self.list_path, self.entries, self.problems = read_split(cfg, split)
         data = cfg.DATA
         self.num_frames, self.rate, self.target_fps = data.NUM_FRAMES, data.SAMPLING_RATE, data.TARGET_FPS
+        self.protocol = data.SAMPLING_PROTOCOL
         self.decode = dict(backend=data.DECODING_BACKEND, threads=data.DECODE_THREADS, timeout_s=data.DECODE_TIMEOUT_S)
         self.mean, self.std = list(data.MEAN), list(data.STD)
         self.seed = cfg.RNG_SEED
@@ -144,16 +145,16 @@ class VideoClipDataset(_ListDataset):
                 current = int(np.random.default_rng(seed).integers(len(self.entries)))
                 continue
             try:
-                result = decode_clip(entry.path, TrainSampler(self.num_frames, self.rate, self.target_fps, seed),
-                                     **self.decode)
+                sampler = TrainSampler(self.num_frames, self.rate, self.target_fps, seed, self.protocol)
+                result = decode_clip(entry.path, sampler, **self.decode)
             except DecodeError as e:
                 failures.append((entry.path, e.reason))
                 self.known_bad[current] = e.reason
                 current = int(np.random.default_rng(seed).integers(len(self.entries)))
                 continue
-            video = train_transform(torch.from_numpy(result.frames), jitter_scales=self.jitter, crop_size=self.crop,
-                                    flip=self.flip, mean=self.mean, std=self.std,
-                                    generator=torch.Generator().manual_seed(seed))
+            video = clip_transform(torch.from_numpy(result.frames), protocol=self.protocol, seed=seed,
+                                   jitter_scales=self.jitter, crop_size=self.crop, flip=self.flip, mean=self.mean,
+                                   std=self.std)
             return {"video": video, "label": entry.label, "index": current, "failures": failures}
         examples = "; ".join(f"{p}: {r}" for p, r in failures[:3])
         raise UserError(f"{self.max_attempts} videos in a row failed to decode in the {self.split} list "
@@ -169,7 +170,9 @@ class MultiViewDataset(_ListDataset):
         super().__init__(cfg, split)
         self.crop, self.num_crops = cfg.DATA.TEST_CROP_SIZE, cfg.TEST.NUM_SPATIAL_CROPS
         self.sampler = MultiClipSampler(self.num_frames, self.rate, self.target_fps, cfg.TEST.NUM_ENSEMBLE_VIEWS,
-                                        cfg.DATA.TEST_OFFSET_FORMULA)
+                                        cfg.DATA.TEST_OFFSET_FORMULA, protocol=self.protocol)
+        self.scale = multi_view_scale(protocol=self.protocol, num_crops=self.num_crops, crop_size=self.crop,
+                                      jitter_scales=cfg.DATA.TRAIN_JITTER_SCALES)
         self.decode_once = cfg.TEST.DECODE_ONCE if decode_once is None else decode_once
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
@@ -184,7 +187,7 @@ class MultiViewDataset(_ListDataset):
 
     def _transform(self, frames: torch.Tensor) -> torch.Tensor:
         return multi_view_transform(frames, crop_size=self.crop, num_crops=self.num_crops, mean=self.mean,
-                                    std=self.std)
+                                    std=self.std, scale=self.scale, protocol=self.protocol)
 
     def _views_once(self, path: str) -> torch.Tensor:
         result = decode_clip(path, self.sampler, **self.decode)

@@ -3,23 +3,37 @@
 Every frame of a clip gets the same scale, crop and flip (one resize over the T frames). Training computes only
 the pixels its crop keeps, sampled from the source region they read (one ``grid_sample``); testing
 keeps every crop, so it resizes whole frames with ``F.interpolate``.
-Randomness comes only from the ``torch.Generator`` passed in, so a clip is reproducible from its seed.
+Randomness comes only from the generator passed in, so a clip is reproducible from its seed.
+
+Two pixel conventions (``DATA.SAMPLING_PROTOCOL``; every resize is bilinear, ``align_corners=False``):
+
+* ``caffe2``: train scale ~ U{min..max} (``torch.randint``), long side ``round(long/short·scale)``, crop offsets
+  U{0..H−crop} inclusive; test: short side → ``TEST_CROP_SIZE`` for 1 and 3 crops, centre offset
+  ``floor((H−crop)/2)``.
+* ``pyslowfast`` (PySlowFast's ``transform.random_short_side_scale_jitter``, ``random_crop``,
+  ``horizontal_flip``, ``uniform_crop``, drawn from a ``numpy.random.RandomState`` in its order): train scale
+  ``int(round(uniform(min, max)))``, frames whose short side already equals it are not resized, long side
+  ``floor(long/short·scale)``, crop offsets ``randint(0, H−crop)`` (exclusive: the last offset is never drawn),
+  flip when ``uniform() < 0.5``; test: short side → ``TEST_CROP_SIZE`` with 3 crops, but →
+  ``TRAIN_JITTER_SCALES[0]`` with 1 crop, centre offset ``ceil((H−crop)/2)``, crops along the height only when
+  the frame is taller than wide.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from .sampling import PROTOCOLS
 
 
 def short_side_resize(frames: torch.Tensor, size: int) -> torch.Tensor:
     """Bilinear resize of ``T×3×H×W`` float frames so the short side is ``size`` (aspect kept, rounded)."""
-    h, w = frames.shape[-2:]
-    if min(h, w) == size:
-        return frames
-    return F.interpolate(frames, size=_short_side_size(h, w, size), mode="bilinear", align_corners=False,
-                         antialias=False)
+    return _resize(frames, _short_side_size(*frames.shape[-2:], size))
 
 
 def _short_side_size(h: int, w: int, size: int) -> tuple[int, int]:
@@ -27,6 +41,23 @@ def _short_side_size(h: int, w: int, size: int) -> tuple[int, int]:
     if h <= w:
         return size, max(round(w * size / h), size)
     return max(round(h * size / w), size), size
+
+
+def _pyslowfast_short_side_size(h: int, w: int, size: int) -> tuple[int, int]:
+    """``(height, width)`` after PySlowFast's short-side scaling to ``size``: unchanged when the short side already
+    is ``size``, else the long side is ``floor(long/short·size)``."""
+    if (w <= h and w == size) or (h <= w and h == size):
+        return h, w
+    if w < h:
+        return int(math.floor((float(h) / w) * size)), size
+    return size, int(math.floor((float(w) / h) * size))
+
+
+def _resize(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of ``...×3×H×W`` float frames to ``size`` (no-op when already that size)."""
+    if tuple(frames.shape[-2:]) == tuple(size):
+        return frames
+    return F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=False)
 
 
 def _check_frames(frames: torch.Tensor) -> None:
@@ -85,6 +116,27 @@ def _resized_crop(frames: torch.Tensor, size: tuple[int, int], top: int, left: i
                          align_corners=False)
 
 
+@dataclass(frozen=True)
+class ResizedCrop:
+    """A train crop: frames resized to ``size`` (height, width), the ``crop``² window at (``top``, ``left``),
+    then flipped horizontally when ``flip``."""
+
+    size: tuple[int, int]
+    top: int
+    left: int
+    crop: int
+    flip: bool
+
+
+def _crop_and_normalise(frames: torch.Tensor, box: ResizedCrop, mean: Sequence[float],
+                        std: Sequence[float]) -> torch.Tensor:
+    """uint8 ``T×H×W×3`` → normalised float ``3×T×crop×crop`` of ``box`` (see :func:`_resized_crop`)."""
+    x = _resized_crop(frames, box.size, box.top, box.left, box.crop, box.flip)
+    mean_t = torch.tensor(mean, dtype=x.dtype).view(3, 1, 1) * 255.0
+    scale_t = 1.0 / (torch.tensor(std, dtype=x.dtype).view(3, 1, 1) * 255.0)
+    return x.sub_(mean_t).mul_(scale_t).transpose(0, 1).contiguous()
+
+
 def train_transform(frames: torch.Tensor, *, jitter_scales: Sequence[int], crop_size: int, flip: bool,
                     mean: Sequence[float], std: Sequence[float], generator: torch.Generator) -> torch.Tensor:
     """Random short-side scale in ``jitter_scales`` (inclusive), random ``crop_size``² crop, optional random
@@ -99,31 +151,90 @@ def train_transform(frames: torch.Tensor, *, jitter_scales: Sequence[int], crop_
     top = int(torch.randint(0, h - crop_size + 1, (1,), generator=generator))
     left = int(torch.randint(0, w - crop_size + 1, (1,), generator=generator))
     flipped = flip and bool(torch.rand((), generator=generator) < 0.5)
-    x = _resized_crop(frames, (h, w), top, left, crop_size, flipped)
-    mean_t = torch.tensor(mean, dtype=x.dtype).view(3, 1, 1) * 255.0
-    scale_t = 1.0 / (torch.tensor(std, dtype=x.dtype).view(3, 1, 1) * 255.0)
-    return x.sub_(mean_t).mul_(scale_t).transpose(0, 1).contiguous()
+    return _crop_and_normalise(frames, ResizedCrop((h, w), top, left, crop_size, flipped), mean, std)
 
 
-def crop_offsets(length: int, crop_size: int, num_crops: int) -> list[int]:
-    """Offsets of the test crops along a side of ``length``: 3 → first/centre/last, 1 → centre."""
-    centre = (length - crop_size) // 2
-    return [0, centre, length - crop_size] if num_crops == 3 else [centre]
+def pyslowfast_train_crop(height: int, width: int, *, jitter_scales: Sequence[int], crop_size: int, flip: bool,
+                          rng: np.random.RandomState) -> ResizedCrop:
+    """PySlowFast's train/val spatial sampling of a ``height×width`` clip (``utils.spatial_sampling`` with
+    ``spatial_idx −1``), drawing from ``rng`` exactly as it draws from ``np.random``: scale
+    ``int(round(uniform(min, max)))``, then ``randint(0, H−crop)`` / ``randint(0, W−crop)`` only along sides longer
+    than the crop, then ``uniform() < 0.5`` for the flip. A scale below ``crop_size`` (which PySlowFast cannot
+    crop) is raised to it."""
+    scale = int(round(rng.uniform(jitter_scales[0], jitter_scales[1])))
+    h, w = _pyslowfast_short_side_size(height, width, max(scale, crop_size))
+    top = left = 0
+    if not (h == crop_size and w == crop_size):
+        if h > crop_size:
+            top = int(rng.randint(0, h - crop_size))
+        if w > crop_size:
+            left = int(rng.randint(0, w - crop_size))
+    flipped = flip and bool(rng.uniform() < 0.5)
+    return ResizedCrop((h, w), top, left, crop_size, flipped)
+
+
+def pyslowfast_train_transform(frames: torch.Tensor, *, jitter_scales: Sequence[int], crop_size: int, flip: bool,
+                               mean: Sequence[float], std: Sequence[float],
+                               rng: np.random.RandomState) -> torch.Tensor:
+    """:func:`train_transform` with PySlowFast's pixel conventions (:func:`pyslowfast_train_crop`)."""
+    _check_frames(frames)
+    box = pyslowfast_train_crop(*frames.shape[1:3], jitter_scales=jitter_scales, crop_size=crop_size, flip=flip,
+                                rng=rng)
+    return _crop_and_normalise(frames, box, mean, std)
+
+
+def clip_transform(frames: torch.Tensor, *, protocol: str, seed: int, jitter_scales: Sequence[int], crop_size: int,
+                   flip: bool, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """The train/val transform of ``protocol`` with its randomness drawn from ``seed`` (a ``torch.Generator``
+    for caffe2, ``numpy.random.RandomState(seed mod 2³²)`` for pyslowfast)."""
+    kw = dict(jitter_scales=jitter_scales, crop_size=crop_size, flip=flip, mean=mean, std=std)
+    if protocol == "pyslowfast":
+        return pyslowfast_train_transform(frames, rng=np.random.RandomState(seed % 2**32), **kw)
+    if protocol == "caffe2":
+        return train_transform(frames, generator=torch.Generator().manual_seed(seed), **kw)
+    raise ValueError(f"unknown sampling protocol {protocol!r}; one of {PROTOCOLS}")
+
+
+def multi_view_scale(*, protocol: str, num_crops: int, crop_size: int, jitter_scales: Sequence[int]) -> int:
+    """Short side of the test frames before cropping: ``crop_size``, except PySlowFast's single-crop test, which
+    scales to ``TRAIN_JITTER_SCALES[0]`` and centre-crops ``crop_size``."""
+    return int(jitter_scales[0]) if protocol == "pyslowfast" and num_crops == 1 else crop_size
+
+
+def multi_view_boxes(height: int, width: int, *, scale: int, crop_size: int, num_crops: int,
+                     protocol: str) -> tuple[tuple[int, int], list[tuple[int, int]]]:
+    """Resized ``(height, width)`` and the ``(top, left)`` of each test crop: 1 → centre; 3 → first/centre/last
+    along the long side (the height only when taller than wide), centred across it (module docstring for the
+    rounding of each protocol)."""
+    if protocol == "pyslowfast":
+        h, w = _pyslowfast_short_side_size(height, width, scale)
+        top, left = math.ceil((h - crop_size) / 2), math.ceil((w - crop_size) / 2)
+    elif protocol == "caffe2":
+        h, w = _short_side_size(height, width, scale)
+        top, left = (h - crop_size) // 2, (w - crop_size) // 2
+    else:
+        raise ValueError(f"unknown sampling protocol {protocol!r}; one of {PROTOCOLS}")
+    if min(h, w) < crop_size:
+        raise ValueError(f"test crop {crop_size} is larger than the frames scaled to short side {scale} ({h}×{w})")
+    if num_crops == 1:
+        return (h, w), [(top, left)]
+    if h > w:
+        return (h, w), [(0, left), (top, left), (h - crop_size, left)]
+    return (h, w), [(top, 0), (top, left), (top, w - crop_size)]
 
 
 def multi_view_transform(frames: torch.Tensor, *, crop_size: int, num_crops: int, mean: Sequence[float],
-               std: Sequence[float]) -> torch.Tensor:
-    """Short side → ``crop_size``, then ``num_crops`` (3 or 1) ``crop_size``² crops along the long side
-    (left/centre/right for landscape, top/middle/bottom for portrait). uint8 ``T×H×W×3`` (or
-    ``K×T×H×W×3`` for K clips at once) → float ``num_crops×3×T×c×c`` (``K·num_crops×3×T×c×c``, clip-major)."""
+                         std: Sequence[float], scale: int | None = None, protocol: str = "caffe2") -> torch.Tensor:
+    """Short side → ``scale`` (default ``crop_size``), then ``num_crops`` (3 or 1) ``crop_size``² crops along the
+    long side (left/centre/right for landscape, top/middle/bottom for portrait; :func:`multi_view_boxes`).
+    uint8 ``T×H×W×3`` (or ``K×T×H×W×3`` for K clips at once) → float ``num_crops×3×T×c×c``
+    (``K·num_crops×3×T×c×c``, clip-major)."""
     clips = frames if frames.dim() == 5 else frames.unsqueeze(0)
     k, t = clips.shape[:2]
-    x = short_side_resize(_to_float(clips.reshape(k * t, *clips.shape[2:])), crop_size)
+    size, boxes = multi_view_boxes(*clips.shape[2:4], scale=scale or crop_size, crop_size=crop_size,
+                                   num_crops=num_crops, protocol=protocol)
+    x = _resize(_to_float(clips.reshape(k * t, *clips.shape[2:])), size)
     x = x.reshape(k, t, *x.shape[1:])
-    h, w = x.shape[-2:]
-    if w >= h:
-        views = [x[..., :, o:o + crop_size] for o in crop_offsets(w, crop_size, num_crops)]
-    else:
-        views = [x[..., o:o + crop_size, :] for o in crop_offsets(h, crop_size, num_crops)]
+    views = [x[..., top:top + crop_size, left:left + crop_size] for top, left in boxes]
     views = torch.stack(views, dim=1).reshape(k * len(views), t, 3, crop_size, crop_size)
     return _normalise(views, mean, std)

@@ -23,17 +23,19 @@ def video_views(cfg, path: str) -> torch.Tensor:  # noqa: ANN001 - a CfgNode
     """All test views of ``path``: ``V×3×T×c×c`` float, clip-major (as ``MultiViewDataset``)."""
     from ..data.decoding import decode_clip
     from ..data.sampling import MultiClipSampler
-    from ..data.transforms import multi_view_transform
+    from ..data.transforms import multi_view_transform, multi_view_scale
 
     data = cfg.DATA
     sampler = MultiClipSampler(data.NUM_FRAMES, data.SAMPLING_RATE, data.TARGET_FPS, cfg.TEST.NUM_ENSEMBLE_VIEWS,
-                               data.TEST_OFFSET_FORMULA)
+                               data.TEST_OFFSET_FORMULA, protocol=data.SAMPLING_PROTOCOL)
     result = decode_clip(path, sampler, backend=data.DECODING_BACKEND, threads=data.DECODE_THREADS,
                          timeout_s=data.DECODE_TIMEOUT_S)
     frames = torch.from_numpy(result.frames)
     frames = frames.view(cfg.TEST.NUM_ENSEMBLE_VIEWS, data.NUM_FRAMES, *frames.shape[1:])
+    scale = multi_view_scale(protocol=data.SAMPLING_PROTOCOL, num_crops=cfg.TEST.NUM_SPATIAL_CROPS,
+                             crop_size=data.TEST_CROP_SIZE, jitter_scales=data.TRAIN_JITTER_SCALES)
     return multi_view_transform(frames, crop_size=data.TEST_CROP_SIZE, num_crops=cfg.TEST.NUM_SPATIAL_CROPS,
-                                mean=data.MEAN, std=data.STD)
+                                mean=data.MEAN, std=data.STD, scale=scale, protocol=data.SAMPLING_PROTOCOL)
 
 
 def predict(cfg, *, checkpoint: str, video: str, topk: int) -> list[dict]:  # noqa: ANN001 - a CfgNode

@@ -1,8 +1,9 @@
 """One test view of a video for inspection: clip sampling as ``video-nl test``, centre crop, and the frames shown.
 
-The view is the centre spatial crop of the test views: short side scaled to ``DATA.TEST_CROP_SIZE``, then a
-``TEST_CROP_SIZE²`` centre crop (``TEST.NUM_SPATIAL_CROPS 1``), frames sampled with ``DATA.NUM_FRAMES`` /
-``DATA.SAMPLING_RATE`` at the test offsets of ``TEST.NUM_ENSEMBLE_VIEWS`` clips (``DATA.TEST_OFFSET_FORMULA``).
+The view is the centre spatial crop of the test views: short side scaled as testing does (``DATA.TEST_CROP_SIZE``;
+``TRAIN_JITTER_SCALES[0]`` for PySlowFast's single crop), then a ``TEST_CROP_SIZE²`` centre crop, frames sampled with
+``DATA.NUM_FRAMES`` / ``DATA.SAMPLING_RATE`` at the test offsets of ``TEST.NUM_ENSEMBLE_VIEWS`` clips
+(``DATA.TEST_OFFSET_FORMULA``), all under ``DATA.SAMPLING_PROTOCOL``.
 The displayed frames are recovered from the normalised tensor, so they are exactly what the model saw.
 """
 from __future__ import annotations
@@ -15,8 +16,8 @@ import torch
 
 from ..config import CfgNode
 from ..data.decoding import FixedIndices, decode_clip, probe
-from ..data.sampling import MultiClipSampler, clip_indices, frame_step
-from ..data.transforms import multi_view_transform
+from ..data.sampling import MultiClipSampler, protocol_clip
+from ..data.transforms import multi_view_transform, multi_view_scale
 from ..errors import UserError
 
 
@@ -61,9 +62,8 @@ def load_clip(cfg: CfgNode, path: str, *, clip_index: int | None = None, start_t
         duration = info.num_frames / info.fps
         if not 0 <= start_time < duration:
             raise UserError(f"--start-time {start_time:g} s is outside {path} (duration {duration:.2f} s).")
-        step = frame_step(data.SAMPLING_RATE, info.fps, data.TARGET_FPS)
-        wanted = clip_indices(math.floor(start_time * info.fps), num_frames=data.NUM_FRAMES, step=step,
-                              video_frames=info.num_frames)
+        wanted = protocol_clip(math.floor(start_time * info.fps), num_frames=data.NUM_FRAMES, rate=data.SAMPLING_RATE,
+                               target_fps=data.TARGET_FPS, info=info, protocol=data.SAMPLING_PROTOCOL)
         result = decode_clip(path, FixedIndices(tuple(wanted)), **decode)
         clip_index = None
     else:
@@ -72,9 +72,12 @@ def load_clip(cfg: CfgNode, path: str, *, clip_index: int | None = None, start_t
             raise UserError(f"--clip-index {clip_index} is out of range: TEST.NUM_ENSEMBLE_VIEWS is {num_clips}, "
                             f"so valid clip indices are 0..{num_clips - 1}.")
         sampler = MultiClipSampler(num_frames=data.NUM_FRAMES, rate=data.SAMPLING_RATE, target_fps=data.TARGET_FPS,
-                                   num_clips=num_clips, formula=data.TEST_OFFSET_FORMULA, only_clip=clip_index)
+                                   num_clips=num_clips, formula=data.TEST_OFFSET_FORMULA, only_clip=clip_index,
+                                   protocol=data.SAMPLING_PROTOCOL)
         result = decode_clip(path, sampler, **decode)
+    scale = multi_view_scale(protocol=data.SAMPLING_PROTOCOL, num_crops=cfg.TEST.NUM_SPATIAL_CROPS,
+                             crop_size=data.TEST_CROP_SIZE, jitter_scales=data.TRAIN_JITTER_SCALES)
     video = multi_view_transform(torch.from_numpy(result.frames), crop_size=data.TEST_CROP_SIZE, num_crops=1,
-                                 mean=data.MEAN, std=data.STD)[0]
+                                 mean=data.MEAN, std=data.STD, scale=scale, protocol=data.SAMPLING_PROTOCOL)[0]
     return Clip(video=video, frames=denormalise(video, data.MEAN, data.STD), indices=list(result.indices),
                 fps=result.info.fps, clip_index=clip_index)
