@@ -184,6 +184,7 @@ def prepare_shards(out: str, run: dict) -> str:
     except UserError as e:
         return str(e)
     path = os.path.join(out, SHARDS, "run.json")
+    run = json.loads(json.dumps(run))  # as it reads back (tuples become lists)
     if os.path.isfile(path):
         with open(path) as f:
             old = json.load(f)
