@@ -138,25 +138,27 @@ def test_concatenation_materialises_its_map_in_eager_too_so_exporting_adds_nothi
     assert report.ok and report.attention_ops == 0 and report.expected_attention_ops == 0
 
 
-def test_fixed_batch_artifact_runs_any_number_of_views_and_carries_its_metadata(tmp_path):
+def test_fixed_batch_fully_convolutional_artifact_runs_any_number_of_views_and_carries_its_metadata(tmp_path):
+    """A 96² clip is larger than the 64² training window: the head's fully-convolutional path is exported."""
     cfg = tiny_cfg("nl_softmax", "TEST.NUM_ENSEMBLE_VIEWS", "3", "DATA.SAMPLING_RATE", "3")
     path = checkpoint(tmp_path, "nl_softmax")
-    out = str(tmp_path / "fixed.pt2")
-    report = export_model(cfg, fmt="exported", out=out, checkpoint=path, clip=(4, 48, 48), batch=2)
-    assert report["batch"] == 2 and report["clip"] == [4, 48, 48]
+    out = str(tmp_path / "fixed.onnx")
+    report = export_model(cfg, fmt="onnx", out=out, checkpoint=path, clip=(4, 96, 96), batch=2)
+    assert report["batch"] == 2 and report["clip"] == [4, 96, 96] and report["graph"]["ok"]
     meta = read_meta(out)
     assert meta["class_names"] == [str(i) for i in range(5)] and meta["input"]["batch"] == 2
-    assert meta["input"]["clip"] == [4, 48, 48] and meta["fold_bn"] is True and meta["checkpoint"] == path
+    assert meta["input"]["clip"] == [4, 96, 96] and meta["fold_bn"] is True and meta["checkpoint"] == path
     assert meta["model"]["context_blocks"] == ["s3.nl1"] and meta["model"]["arch"] == "i3d"
     views = apply_input_settings(load_config(None, []), meta)
-    assert (views.DATA.NUM_FRAMES, views.DATA.TEST_CROP_SIZE, views.DATA.SAMPLING_RATE) == (4, 48, 3)
+    assert (views.DATA.NUM_FRAMES, views.DATA.TEST_CROP_SIZE, views.DATA.SAMPLING_RATE) == (4, 96, 3)
     assert views.TEST.NUM_ENSEMBLE_VIEWS == 3 and views.DATA.MEAN == cfg.DATA.MEAN
     model = build_model(cfg).eval()
     model.load_state_dict(torch.load(path, weights_only=True)["model_state"])
-    x = torch.randn(5, 3, 4, 48, 48)
+    x = torch.randn(5, 3, 4, 96, 96)
     with torch.no_grad():
+        assert model.head.pool_size == (2, 2, 2) and model.forward_res5(x).shape[2:] == (2, 3, 3)
         assert relative_difference(load_artifact(out)(x), model(x)) < TOL * 10
-    with pytest.raises(UserError, match="takes B×3×4×48×48"):
+    with pytest.raises(UserError, match="takes B×3×4×96×96"):
         load_artifact(out)(clip(1, 0))
 
 
