@@ -7,15 +7,11 @@ from __future__ import annotations
 import copy
 import csv
 import json
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 import torch
-from helpers.engine_runs import REPO, env, make_dataset, tiny_args, torchrun, video_nl
+from helpers.engine_runs import kill_when_written, make_dataset, tiny_args, torchrun, video_nl
 from helpers.models import trained_like_
 
 from video_nl.config import load_config
@@ -176,15 +172,7 @@ def test_resume_after_a_kill_gives_the_same_array(trained, reference, tmp_path):
     cmd = ["extract-features", *args, "--checkpoint", ckpt, "--split", "test", "--out", str(tmp_path),
            "--shard-size", "1"]
     second = tmp_path / "shards" / "shard_000001.npz"
-    proc = subprocess.Popen([sys.executable, "-m", "video_nl", *cmd], cwd=REPO, env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 300
-        while not second.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.002)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    kill_when_written(second, *cmd)
     assert second.exists(), "the run never wrote its second shard"
     assert not (tmp_path / "meta.json").exists(), "the kill landed after the merge: nothing left to resume"
     done = len(list((tmp_path / "shards").glob("shard_*.npz")))

@@ -98,7 +98,8 @@ def resolve_source(cfg: Any, *, list_file: str | None, split: str | None, video:
     if split:
         return read_split(cfg, split)
     data = cfg.DATA
-    names = load_classnames(data.CLASSNAMES_FILE) if data.CLASSNAMES_FILE else None
+    names_file = data.CLASSNAMES_FILE or os.path.join(data.PATH_TO_DATA_DIR, "classnames.json")
+    names = load_classnames(names_file) if data.CLASSNAMES_FILE or os.path.isfile(names_file) else None
     entries, problems = read_video_list(list_file, fmt=data.LIST_FORMAT, separator=data.PATH_LABEL_SEPARATOR,
                                         prefix=data.PATH_PREFIX, classnames=names, labels_optional=True)
     return list_file, entries, problems
