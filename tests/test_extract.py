@@ -106,12 +106,17 @@ def test_features_equal_forward_features_and_the_hooked_block_on_the_same_views(
     assert close(probs.astype(np.float64), features["probs"].mean(axis=1), tol=2e-3) and np.allclose(probs.sum(axis=1), 1, atol=1e-3)
 
 
-def test_one_video_and_layer_names(trained, reference, tmp_path):
+def test_one_video_bf16_channels_last_and_layer_names(trained, reference, tmp_path):
     _, cfg, ckpt = trained
     video = read_index(reference)[3]["path"]
     extract(cfg, ckpt, tmp_path, source=resolve_source(cfg, list_file=None, split=None, video=video))
     assert close(np.load(tmp_path / "features_res5.npy"), np.load(reference / "features_res5.npy")[3:4])
     assert read_index(tmp_path) == [{"row": "0", "path": video, "label": "", "views": "2", "ok": "1", "failure": ""}]
+    fast = copy.deepcopy(cfg)  # the test-time speed settings apply: bf16 autocast on channels-last tensors
+    fast.TRAIN.MIXED_PRECISION, fast.TRAIN.CHANNELS_LAST = "bf16", True
+    meta = extract(fast, ckpt, tmp_path / "bf16", source=resolve_source(cfg, list_file=None, split=None, video=video))
+    assert meta["precision"] == "bf16" and meta["channels_last"] is True
+    assert close(np.load(tmp_path / "bf16" / "features_res5.npy"), np.load(tmp_path / "features_res5.npy"), tol=0.05)
     model = build_model(cfg)
     assert check_layers(model, ["s4", "s3.nl1", "s4", "logits"]) == ("s4", "s3.nl1", "logits")
     with pytest.raises(UserError, match=r"Unknown --layer s9.*valid: res5, logits, probs, stem, s2, s2.block0"):
