@@ -12,13 +12,13 @@ import json
 
 import pytest
 import torch
-from torch import nn
 from helpers.engine_runs import make_dataset, tiny_args, video_nl
 from helpers.models import VARIANTS, tiny_cfg, trained_like_
+from torch import nn
 
 from video_nl.config import load_config
 from video_nl.deploy import exporters
-from video_nl.deploy.artifact import (EXTENSIONS, SAVERS, apply_input_settings, build_meta, detect_format,
+from video_nl.deploy.artifact import (EXTENSIONS, FORMATS, SAVERS, apply_input_settings, build_meta, detect_format,
                                       load_artifact, read_meta, relative_difference)
 from video_nl.deploy.fold_bn import fold_batchnorm, remaining_batchnorms
 from video_nl.deploy.graph import check_graph, score_map_sizes
@@ -29,7 +29,6 @@ from video_nl.models.build import build_model
 from video_nl.models.context import GCBlock, LatentGNNBlock, NonLocalBlock, SEBlock, SimplifiedNonLocalBlock
 
 TOL = 1e-5  # of the outputs' scale: fp32 round-off of folding/exporting is ~1e-6
-FORMATS = ("exported", "onnx", "torchscript")
 #: whole models through `export_model` (every block type in every format is covered by the block zoo below)
 MODEL_CASES = [("nl_softmax", f) for f in FORMATS] + [("c2d", "exported")]
 

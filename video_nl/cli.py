@@ -79,7 +79,8 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_cfg(ex)
     ex.add_argument("--checkpoint", default=None, help="weights (default: TEST.CHECKPOINT_FILE_PATH, then the "
                                                        "newest in OUTPUT_DIR/checkpoints, else fresh weights)")
-    ex.add_argument("--format", required=True, choices=["exported", "onnx", "torchscript"])
+    ex.add_argument("--format", required=True, choices=["exported", "onnx", "torchscript"],
+                    help="exported: torch.export program (.pt2); onnx: ONNX opset 23 (needs .[export]); torchscript")
     ex.add_argument("--out", required=True, help="artifact file (.pt2 / .onnx / .ts added when it has no suffix)")
     ex.add_argument("--clip", default=None, metavar="T,H,W", help="input clip (default: the training clip)")
     batch = ex.add_mutually_exclusive_group()

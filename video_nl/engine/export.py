@@ -22,7 +22,7 @@ from torch import nn
 
 from ..data.lists import class_names
 from ..deploy import exporters
-from ..deploy.artifact import EXTENSIONS, SAVERS, build_meta, load_artifact, relative_difference
+from ..deploy.artifact import EXTENSIONS, FORMATS, SAVERS, build_meta, load_artifact, relative_difference
 from ..deploy.fold_bn import fold_batchnorm
 from ..deploy.graph import ATTENTION_OPS, GraphReport, check_graph
 from ..errors import UserError
@@ -68,8 +68,8 @@ def export_model(cfg: Any, *, fmt: str, out: str, checkpoint: str | None, clip: 
     dynamic batch. Raises UserError when the reloaded artifact differs from eager by more than MAX_REL_DIFF."""
     from ..models.build import build_model
 
-    if fmt not in SAVERS:
-        raise UserError(f"Unknown --format {fmt!r}; one of {', '.join(SAVERS)}.")
+    if fmt not in FORMATS:
+        raise UserError(f"Unknown --format {fmt!r}; one of {', '.join(FORMATS)}.")
     if batch is not None and batch < 1:
         raise UserError(f"--batch must be >= 1; got {batch}.")
     model = build_model(cfg).eval()

@@ -26,6 +26,7 @@ list order, writes the outputs (``meta.json`` last) and removes the shards.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import csv
 import hashlib
@@ -45,7 +46,7 @@ from .. import __version__
 from ..data.datasets import MultiViewDataset, build_view_loader, read_split
 from ..data.lists import ListProblem, VideoEntry, load_classnames, read_video_list
 from ..errors import UserError
-from ..utils.io import atomic_json_dump, atomic_write, ensure_writable_dir
+from ..utils.io import atomic_json_dump, atomic_write, ensure_writable_dir, write_error
 from . import distributed as du
 from .logging import Progress
 from .runtime import autocast, iterate, load_model
@@ -245,39 +246,60 @@ def extract_shards(cfg: Any, info: du.DistInfo, model: nn.Module, dataset: Multi
     return len(indices)
 
 
+def _merge_layer(out: str, name: str, *, index: int, num_shards: int, shape: tuple[int, ...], num_rows: int,
+                 dtype: str, keep_failed: bool) -> None:
+    """Stream one layer's shards into ``features_<name>.npy`` (a memory-mapped file renamed into place: the
+    merged array need not fit in memory); failed videos get NaN rows when ``keep_failed``."""
+    path = os.path.join(out, f"features_{name}.npy")
+    tmp = os.path.join(out, f".features_{name}.npy.tmp")
+    try:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(num_rows, *shape))
+        row = 0
+        for k in range(num_shards):
+            with np.load(shard_path(out, k)) as shard:
+                features, ok = shard[f"layer{index}"], shard["ok"]
+                for j, position in enumerate(np.cumsum(ok) - 1):
+                    if ok[j]:
+                        array[row] = features[position]
+                    elif keep_failed:
+                        array[row] = np.nan
+                    else:
+                        continue
+                    row += 1
+        array.flush()
+        del array
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise write_error(path, e) from e
+
+
 def merge_shards(cfg: Any, *, out: str, checkpoint: str, source: Source, request: Request, num_shards: int,
                  dtype: str, keep_failed: bool) -> dict:
     """Rank 0: the output arrays, index.csv and meta.json from all shards, in list order; returns meta."""
     list_path, entries, problems = source
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in request.layers}
     rows: list[dict] = []
+    shapes: dict[str, tuple[int, ...]] = {}
+    num_rows = 0
     for k in range(num_shards):
         with np.load(shard_path(out, k)) as shard:
-            arrays = {name: shard[f"layer{i}"] for i, name in enumerate(request.layers)}
-            ok_pos = 0
+            for i, name in enumerate(request.layers):
+                features = shard[f"layer{i}"]
+                if features.ndim > 1:
+                    shapes.setdefault(name, tuple(features.shape[1:]))
             for index, ok, failure in zip(shard["index"], shard["ok"], shard["failure"]):
                 entry = entries[int(index)]
-                row = {"path": entry.path, "label": entry.label if entry.label >= 0 else "", "ok": int(ok),
-                       "views": request.views if ok else 0, "failure": str(failure), "row": ""}
-                if ok:
-                    for name in request.layers:
-                        parts[name].append(arrays[name][ok_pos])
-                    ok_pos += 1
-                elif keep_failed:
-                    for name in request.layers:
-                        parts[name].append(None)  # type: ignore[arg-type] - filled below once shapes are known
-                if ok or keep_failed:
-                    row["row"] = len(parts[request.layers[0]]) - 1
-                rows.append(row)
+                rows.append({"row": num_rows if ok or keep_failed else "", "path": entry.path,
+                             "label": entry.label if entry.label >= 0 else "", "views": request.views if ok else 0,
+                             "ok": int(ok), "failure": str(failure)})
+                num_rows += bool(ok or keep_failed)
     layers = {}
-    for name in request.layers:
-        shape = next((p.shape for p in parts[name] if p is not None), (0,))
-        stacked = np.stack([p if p is not None else np.full(shape, np.nan, np.float32) for p in parts[name]]) \
-            if parts[name] else np.zeros((0, *shape), np.float32)
-        file = f"features_{name}.npy"
-        with atomic_write(os.path.join(out, file), "wb") as f:
-            np.save(f, stacked.astype(dtype))
-        layers[name] = {"file": file, "shape": list(stacked.shape), "dtype": dtype}
+    for i, name in enumerate(request.layers):
+        shape = shapes.get(name, (0,))
+        _merge_layer(out, name, index=i, num_shards=num_shards, shape=shape, num_rows=num_rows, dtype=dtype,
+                     keep_failed=keep_failed)
+        layers[name] = {"file": f"features_{name}.npy", "shape": [num_rows, *shape], "dtype": dtype}
     with atomic_write(os.path.join(out, "index.csv"), "w") as f:
         writer = csv.DictWriter(f, fieldnames=["row", "path", "label", "views", "ok", "failure"], lineterminator="\n")
         writer.writeheader()
@@ -287,7 +309,7 @@ def merge_shards(cfg: Any, *, out: str, checkpoint: str, source: Source, request
             "layers": layers, "views": {"clips": request.clips, "crops": request.crops, "per_clip": request.per_clip,
                                         "crop_size": cfg.DATA.TEST_CROP_SIZE, "num_frames": cfg.DATA.NUM_FRAMES,
                                         "sampling_rate": cfg.DATA.SAMPLING_RATE},
-            "num_videos": len(rows), "num_rows": len(parts[request.layers[0]]), "num_failed": len(failed),
+            "num_videos": len(rows), "num_rows": num_rows, "num_failed": len(failed),
             "keep_failed": keep_failed, "failed": failed, "list_problems": [str(p) for p in problems],
             "precision": cfg.TRAIN.MIXED_PRECISION, "channels_last": cfg.TRAIN.CHANNELS_LAST, "cfg": cfg.to_dict()}
     atomic_json_dump(meta, os.path.join(out, "meta.json"))
