@@ -181,6 +181,7 @@ def data(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("videos"), train=0, val=0, test=2)
 
 
+@pytest.mark.slow
 def test_cli_export_then_predict_with_the_artifact_matches_predict_with_the_checkpoint(data, tmp_path):
     args = tiny_args(data, tmp_path / "run")
     cfg = load_config(args[1], args[2:])
