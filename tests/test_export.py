@@ -30,7 +30,7 @@ from video_nl.models.context import GCBlock, LatentGNNBlock, NonLocalBlock, SEBl
 
 TOL = 1e-5  # of the outputs' scale: fp32 round-off of folding/exporting is ~1e-6
 #: whole models through `export_model` (every block type in every format is covered by the block zoo below)
-MODEL_CASES = [("nl_softmax", f) for f in FORMATS] + [("c2d", "exported")]
+MODEL_CASES = [("nl_softmax", f) for f in FORMATS] + [("c2d", "exported"), ("i3d", "torchscript")]
 
 
 def clip(batch: int, seed: int) -> torch.Tensor:
