@@ -9,7 +9,6 @@ import torch
 
 from video_nl.bench import common, model_bench, report, runner
 from video_nl.bench.common import Stats, better_by, make_row, peak_memory, time_interleaved
-from video_nl.bench.model_bench import build_ours, fold_conv_bn
 from video_nl.bench.nonlocal_bench import PEER, Case, make_blocks, max_output_difference
 from video_nl.bench.scaling import loglog_slope
 
@@ -65,22 +64,6 @@ def test_nonlocal_blocks_match_the_peer():
         assert max_output_difference(blocks[impl], blocks[PEER], x) <= 1e-5
     blocks[PEER].conv_g.bias.data += 1.0  # the check does notice a different peer
     assert max_output_difference(blocks["fused"], blocks[PEER], x) > 1e-3
-
-
-def test_fold_conv_bn_keeps_the_output():
-    model = build_ours(frames=4, crop=32, width=4).eval()
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm3d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 1.5)
-            m.weight.data.uniform_(0.5, 1.5)
-    x = torch.randn(1, 3, 4, 32, 32)
-    folded = fold_conv_bn(model)
-    left = [n for n, m in folded.named_modules() if isinstance(m, torch.nn.BatchNorm3d)]
-    assert left and all(".nl" in n for n in left)  # only the NL output BNs (after conv_out, not folded)
-    with torch.no_grad():
-        ref = model(x)
-        torch.testing.assert_close(folded(x), ref, atol=1e-4 * ref.abs().max().item(), rtol=1e-3)
 
 
 def test_model_comparisons_put_the_recommended_setup_first(monkeypatch):

@@ -1,8 +1,8 @@
 """The package's import graph: no import cycles between modules, and no lower layer importing a higher one.
 
 Every ``import``/``from ... import`` statement counts, including the lazy ones inside functions (they form
-the same cycle once both modules are loaded). Layers, lowest first: errors/config/utils, models, data, then
-the entry layers engine, viz, bench, cli.
+the same cycle once both modules are loaded). Layers, lowest first: errors/config/utils, models, data, deploy
+(BN folding, export formats, artifacts), then the entry layers engine, viz, bench, cli.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "video_nl"
-LOWER = ("config", "utils", "models", "data", "errors")
+LOWER = ("config", "utils", "models", "data", "deploy", "errors")
 HIGHER = ("engine", "viz", "bench", "cli")
 
 

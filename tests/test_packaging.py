@@ -22,13 +22,18 @@ def _pins(requirements: list[str]) -> dict[str, str]:
 
 def test_environment_yml_pip_section_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = _pins(project["dependencies"] + project["optional-dependencies"]["test"])
+    extras = project["optional-dependencies"]
+    wanted = _pins(project["dependencies"] + extras["test"] + extras["export"])
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_sections = [d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
     assert len(pip_sections) == 1, "environment.yml needs exactly one pip section"
     got = _pins(pip_sections[0])
     assert got == wanted, f"environment.yml pip section differs from pyproject: {set(got.items()) ^ set(wanted.items())}"
     assert "python=3.11" in env["dependencies"]
+
+
+def test_the_test_command_installs_the_export_extra():
+    assert '"$ROOT[test,export]"' in (ROOT / "scripts" / "_env.sh").read_text()
 
 
 def test_readme_gives_exactly_the_two_setup_commands_and_ci_runs_the_test_one():
@@ -45,5 +50,6 @@ def test_readme_gives_exactly_the_two_setup_commands_and_ci_runs_the_test_one():
 def test_python_dash_m_is_the_same_cli():
     out = subprocess.run([sys.executable, "-m", "video_nl", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    for command in ("train", "test", "predict", "info", "convert", "make-synthetic", "visualize", "bench"):
+    for command in ("train", "test", "predict", "info", "convert", "make-synthetic", "visualize", "bench",
+                    "extract-features", "export"):
         assert command in out.stdout

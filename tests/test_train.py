@@ -2,14 +2,10 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
-from helpers.engine_runs import REPO, env, make_dataset, read_log, tiny_args, tiny_overrides, video_nl
+from helpers.engine_runs import kill_when_written, make_dataset, read_log, tiny_args, tiny_overrides, video_nl
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from video_nl.config import load_config
@@ -67,17 +63,9 @@ def test_kill9_then_auto_resume_reaches_the_same_weights(data, finished, tmp_pat
                                                    "TEST.ENABLE": False})]
     mid_epoch = out / "checkpoints" / "checkpoint_epoch_00001_iter_0000002.pyth"  # global iteration 6 of 8
     epoch_end = out / "checkpoints" / "checkpoint_epoch_00002.pyth"
-    proc = subprocess.Popen([sys.executable, "-m", "video_nl", *args], cwd=REPO, env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        # Checkpoints appear by atomic rename: once the mid-epoch one exists, kill at once. What is left of
-        # the run (2 steps, validation, precise BN, the epoch-end write) is the window the kill must land in.
-        deadline = time.monotonic() + 300
-        while not mid_epoch.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.002)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    # Once the mid-epoch checkpoint exists, kill at once. What is left of the run (2 steps, validation,
+    # precise BN, the epoch-end write) is the window the kill must land in.
+    kill_when_written(mid_epoch, *args)
     assert mid_epoch.exists(), "the run never wrote its mid-epoch checkpoint"
     assert not epoch_end.exists(), "the kill landed after the epoch-end checkpoint: nothing left to resume"
     resumed = video_nl(*args)

@@ -19,6 +19,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("video_nl.engine.train", "main", "train a model (torchrun-ready), then run multi-view testing"),
     "test": ("video_nl.engine.evaluate", "main", "multi-view (clips x crops) testing with top-1/top-5"),
     "predict": ("video_nl.engine.predict", "main", "top-5 class names with scores for one video"),
+    "extract-features": ("video_nl.engine.extract", "main",
+                         "features of a trained model for a list of videos (torchrun-ready, resumable)"),
+    "export": ("video_nl.engine.export", "main",
+               "export a model to torch.export (.pt2), ONNX or TorchScript, checked against eager"),
     "info": ("video_nl.models.info", "main", "parameters, GFLOPs and context blocks of a config's model"),
     "convert": ("video_nl.models.weights.convert", "main", "convert/inflate weights from other codebases"),
     "make-synthetic": ("video_nl.data.synthetic", "main", "write the built-in synthetic spacetime video dataset"),
@@ -46,11 +50,46 @@ def _build_parser() -> argparse.ArgumentParser:
     p["test"].add_argument("--checkpoint", help="checkpoint to test (default: TEST.CHECKPOINT_FILE_PATH, "
                                                 "then the newest in OUTPUT_DIR/checkpoints)")
 
-    _add_cfg(p["predict"])
-    p["predict"].add_argument("--checkpoint", required=True)
+    _add_cfg(p["predict"], required=False)
+    p["predict"].add_argument("--checkpoint", help="weights for the --cfg model")
+    p["predict"].add_argument("--model", help="a `video-nl export` artifact (.pt2/.onnx/TorchScript); no --cfg needed")
     p["predict"].add_argument("--video", required=True)
     p["predict"].add_argument("--topk", type=int, default=5)
     p["predict"].add_argument("--json", action="store_true", help="print one JSON object")
+
+    ef = p["extract-features"]
+    _add_cfg(ef)
+    ef.add_argument("--checkpoint", required=True)
+    ef.add_argument("--out", required=True, help="output folder (features_<layer>.npy, index.csv, meta.json)")
+    source = ef.add_mutually_exclusive_group(required=True)
+    source.add_argument("--list", dest="list_file", metavar="FILE", help="video list (any format; labels optional)")
+    source.add_argument("--split", choices=["train", "val", "test"], help="a split of the config's dataset")
+    source.add_argument("--video", help="one video file")
+    ef.add_argument("--views", default=None, metavar="C,S",
+                    help="clips,crops per video (default TEST.NUM_ENSEMBLE_VIEWS,TEST.NUM_SPATIAL_CROPS)")
+    ef.add_argument("--per-clip", action="store_true", help="one vector per view (N x V x C) instead of the mean")
+    ef.add_argument("--layer", action="append", default=None, metavar="NAME",
+                    help="res5 (default: pooled res5, before dropout/fc), logits, probs, or a stage/block name "
+                         "(s4, s4.nl5, s3.block1; global average pooled); repeatable")
+    ef.add_argument("--dtype", choices=["float16", "float32"], default="float32")
+    ef.add_argument("--keep-failed", action="store_true", help="give failed videos a NaN row instead of none")
+    ef.add_argument("--shard-size", type=int, default=64, help="videos per resumable shard")
+
+    ex = p["export"]
+    _add_cfg(ex)
+    ex.add_argument("--checkpoint", default=None, help="weights (default: TEST.CHECKPOINT_FILE_PATH, then the "
+                                                       "newest in OUTPUT_DIR/checkpoints, else fresh weights)")
+    ex.add_argument("--format", required=True, choices=["exported", "onnx", "torchscript"],
+                    help="exported: torch.export program (.pt2); onnx: ONNX opset 23 (needs .[export]); torchscript")
+    ex.add_argument("--out", required=True, help="artifact file (.pt2 / .onnx / .ts added when it has no suffix)")
+    ex.add_argument("--clip", default=None, metavar="T,H,W", help="input clip (default: the training clip)")
+    batch = ex.add_mutually_exclusive_group()
+    batch.add_argument("--batch", type=int, default=1, help="fixed batch size (default 1)")
+    batch.add_argument("--dynamic-batch", action="store_true", help="any batch size")
+    ex.add_argument("--fold-bn", action=argparse.BooleanOptionalAction, default=True,
+                    help="fold BatchNorm into the preceding convs (default on)")
+    ex.add_argument("--opset", type=int, default=23, help="ONNX opset (>= 18; 23 keeps attention one node)")
+    ex.add_argument("--json", action="store_true", help="print one JSON object")
 
     _add_cfg(p["info"])
     p["info"].add_argument("--json", action="store_true", help="print one JSON object")
@@ -103,7 +142,7 @@ def _build_parser() -> argparse.ArgumentParser:
     an.add_argument("--out", default=None, help="JSON output (default OUTPUT_DIR/attention_analysis.json)")
 
     bn = p["bench"]
-    bn.add_argument("which", choices=["nonlocal", "model", "loader", "test-decode", "scaling", "all"])
+    bn.add_argument("which", choices=["nonlocal", "model", "loader", "test-decode", "scaling", "export", "all"])
     bn.add_argument("--json", action="store_true", help="one JSON object per line and comparison")
     bn.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     bn.add_argument("--quick", action="store_true", help="fewer repeats and smaller shapes (smoke run)")

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .videos import random_video
@@ -75,3 +77,17 @@ def read_log(out: Path) -> list[dict]:
     """The json_stats records of ``out/log.jsonl``."""
     path = out / "log.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def kill_when_written(path: Path, *args: str, timeout: float = 300) -> None:
+    """Start ``python -m video_nl ARGS``, SIGKILL it as soon as ``path`` exists (files appear by atomic rename,
+    so polling every 2 ms lands the kill right after that write), and wait for it."""
+    proc = subprocess.Popen([sys.executable, "-m", "video_nl", *args], cwd=REPO, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while not path.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()

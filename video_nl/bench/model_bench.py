@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import get_default_config
+from ..config import CfgNode, get_default_config
+from ..deploy.fold_bn import fold_batchnorm
 from ..models.build import build_model
 from .common import make_row, resolve_device, synchronize, time_interleaved
 
@@ -32,13 +33,18 @@ BATCH, FRAMES, CROP, CLASSES = 2, 8, 112, 400
 NL_BLOCKS = {3: (1, 3), 4: (1, 3, 5)}  # PyTorchVideo Net.blocks index (res3, res4) -> ResBlock indices
 
 
-def build_ours(*, frames: int, crop: int, width: int = 64) -> nn.Module:
-    """Our I3D-NL5 R50 (``width`` < 64 only for smoke runs)."""
+def ours_cfg(*, frames: int, crop: int, width: int = 64) -> CfgNode:
+    """The config of our I3D-NL5 R50 (``width`` < 64 only for smoke runs)."""
     cfg = get_default_config()
     cfg.MODEL.ARCH, cfg.MODEL.NUM_CLASSES, cfg.NONLOCAL.PRESET = "i3d", CLASSES, "5"
     cfg.RESNET.WIDTH_PER_GROUP = width
     cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE = frames, crop
-    return build_model(cfg)
+    return cfg
+
+
+def build_ours(*, frames: int, crop: int, width: int = 64) -> nn.Module:
+    """Our I3D-NL5 R50 (``width`` < 64 only for smoke runs)."""
+    return build_model(ours_cfg(frames=frames, crop=crop, width=width))
 
 
 def build_peer(*, frames: int, crop: int, width: int = 64) -> nn.Module:
@@ -58,21 +64,6 @@ def build_peer(*, frames: int, crop: int, width: int = 64) -> nn.Module:
             dim = blocks[i].branch2.conv_c.out_channels
             blocks[i] = nn.Sequential(blocks[i], create_nonlocal(dim_in=dim, dim_inner=dim // 2, pool_size=(1, 2, 2)))
     return net
-
-
-def fold_conv_bn(model: nn.Module) -> nn.Module:
-    """An eval copy with every BN folded into the conv before it (``bn`` after ``conv``, ``bn_a`` after ``conv_a`` ...)."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    folded = copy.deepcopy(model).eval()
-    for module in folded.modules():
-        for name, child in list(module.named_children()):
-            conv_name = "conv" + name[2:]
-            conv = getattr(module, conv_name, None)
-            if name.startswith("bn") and isinstance(child, nn.BatchNorm3d) and isinstance(conv, nn.Conv3d):
-                setattr(module, conv_name, fuse_conv_bn_eval(conv, child))
-                setattr(module, name, nn.Identity())
-    return folded
 
 
 def train_step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, bf16: bool) -> Callable[[], None]:
@@ -183,7 +174,7 @@ def case_fns(case: str, ours: nn.Module, peer: nn.Module, x: torch.Tensor, y: to
     for side, setup in sides:
         model = ours if side == "ours" else peer
         if case == "inference" and side == "ours":
-            model = fold_conv_bn(model)
+            model = fold_batchnorm(model)
         model, xs = setup.prepare(model, x)
         fns[f"{side}_{setup.name}"] = (train_step_fn(model, xs, y, bf16=setup.bf16) if case == "train_step"
                                        else inference_fn(model, xs, bf16=setup.bf16))

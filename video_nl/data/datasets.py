@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -97,11 +97,13 @@ def read_split(cfg: Any, split: str) -> tuple[str, list[VideoEntry], list[ListPr
 
 
 class _ListDataset(Dataset):
-    """Reads the list of ``split`` and keeps the config values items need (picklable for workers)."""
+    """Reads the list of ``split`` (or takes ``source``: a list path, its entries and dropped lines) and keeps
+    the config values items need (picklable for workers)."""
 
-    def __init__(self, cfg: Any, split: str):
+    def __init__(self, cfg: Any, split: str, *,
+                 source: tuple[str, list[VideoEntry], list[ListProblem]] | None = None):
         self.split = split
-        self.list_path, self.entries, self.problems = read_split(cfg, split)
+        self.list_path, self.entries, self.problems = source if source is not None else read_split(cfg, split)
         data = cfg.DATA
         self.num_frames, self.rate, self.target_fps = data.NUM_FRAMES, data.SAMPLING_RATE, data.TARGET_FPS
         self.protocol = data.SAMPLING_PROTOCOL
@@ -166,8 +168,9 @@ class MultiViewDataset(_ListDataset):
     ``label``, ``index``, ``path``, ``ok`` and ``failure`` (reason, or ""). A failed video has ``ok=False``
     and ``V = 0``. With ``decode_once`` the union of all clips' frames is decoded in one pass."""
 
-    def __init__(self, cfg: Any, split: str = "test", *, decode_once: bool | None = None):
-        super().__init__(cfg, split)
+    def __init__(self, cfg: Any, split: str = "test", *, decode_once: bool | None = None,
+                 source: tuple[str, list[VideoEntry], list[ListProblem]] | None = None):
+        super().__init__(cfg, split, source=source)
         self.crop, self.num_crops = cfg.DATA.TEST_CROP_SIZE, cfg.TEST.NUM_SPATIAL_CROPS
         self.sampler = MultiClipSampler(self.num_frames, self.rate, self.target_fps, cfg.TEST.NUM_ENSEMBLE_VIEWS,
                                         cfg.DATA.TEST_OFFSET_FORMULA, protocol=self.protocol)
@@ -295,3 +298,8 @@ def build_test_loader(cfg: Any, split: str = "test", *, distributed: bool = Fals
     dataset = MultiViewDataset(cfg, split)
     sampler = EpochSampler(len(dataset), shuffle=False, seed=cfg.RNG_SEED, rank=rank, world_size=world, pad=False)
     return _loader(cfg, dataset, sampler, batch_size=None)
+
+
+def build_view_loader(cfg: Any, dataset: MultiViewDataset, indices: Sequence[int]) -> DataLoader:
+    """Loader yielding the :class:`MultiViewDataset` items of ``indices``, in that order (one video per step)."""
+    return _loader(cfg, dataset, list(indices), batch_size=None)

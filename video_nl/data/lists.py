@@ -86,8 +86,8 @@ def class_names(cfg: Any) -> list[str]:
 
 
 def read_video_list(path: str, *, fmt: str = "auto", separator: str = " ", prefix: str = "",
-                    num_classes: int | None = None,
-                    classnames: list[str] | None = None) -> tuple[list[VideoEntry], list[ListProblem]]:
+                    num_classes: int | None = None, classnames: list[str] | None = None,
+                    labels_optional: bool = False) -> tuple[list[VideoEntry], list[ListProblem]]:
     """Read a video list; returns the valid entries and the dropped lines.
 
     Args:
@@ -96,6 +96,7 @@ def read_video_list(path: str, *, fmt: str = "auto", separator: str = " ", prefi
         prefix: joined in front of every path (``DATA.PATH_PREFIX``; MMAction2's ``data_prefix``).
         num_classes: labels must lie in ``[0, num_classes)`` when given.
         classnames: lets a label field be a class name.
+        labels_optional: a line whose last field is not a label is one path with label -1 (unlabelled lists).
     Raises:
         UserError: the list file does not exist or holds no valid line.
     """
@@ -113,6 +114,8 @@ def read_video_list(path: str, *, fmt: str = "auto", separator: str = " ", prefi
             if not line or line.startswith("#"):
                 continue
             entry, reason = _parse(line, sep, prefix, ids, num_classes)
+            if entry is None and labels_optional:
+                entry = VideoEntry(os.path.join(prefix, line) if prefix else line, -1)
             if entry is None:
                 problems.append(ListProblem(path, line_no, line, reason))
             else:

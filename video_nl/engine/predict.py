@@ -3,10 +3,12 @@
 The video is decoded into ``TEST.NUM_ENSEMBLE_VIEWS × TEST.NUM_SPATIAL_CROPS`` views at ``DATA.TEST_CROP_SIZE``
 (the same sampling and crops as ``video-nl test``), each view is softmaxed and the views are aggregated with
 ``TEST.ENSEMBLE_METHOD``. Class names come from ``DATA.CLASSNAMES_FILE`` / the data dir's classnames.json.
+With ``--model FILE`` (a ``video-nl export`` artifact) views, class names and ensemble come from its metadata.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 
@@ -54,11 +56,42 @@ def predict(cfg, *, checkpoint: str, video: str, topk: int) -> list[dict]:  # no
     return [{"class": int(i), "name": names[int(i)], "score": float(v)} for v, i in zip(values, ids)]
 
 
+def predict_artifact(cfg, *, model: str, video: str, topk: int) -> list[dict]:  # noqa: ANN001 - a CfgNode
+    """:func:`predict` with a ``video-nl export`` artifact: views, class names and ensemble from its metadata
+    (``cfg`` only supplies how files are read: decoder, threads, timeout)."""
+    from ..deploy.artifact import apply_input_settings, load_artifact
+
+    if not os.path.isfile(video):
+        raise UserError(f"Video {video} does not exist.")
+    if topk < 1:
+        raise UserError(f"--topk must be >= 1, got {topk}.")
+    artifact = load_artifact(model)
+    view_cfg = apply_input_settings(cfg, artifact.meta)
+    if artifact.clip[1] != artifact.clip[2]:
+        raise UserError(f"{model} takes {artifact.clip[1]}x{artifact.clip[2]} frames; predict makes square test "
+                        f"crops, so export with a square --clip T,S,S.")
+    probs = view_probs(artifact, video_views(view_cfg, video), chunk=artifact.batch or max(cfg.TEST.BATCH_SIZE, 1),
+                       device=torch.device("cpu"), autocast=contextlib.nullcontext())
+    scores = aggregate(probs, method=view_cfg.TEST.ENSEMBLE_METHOD)
+    values, ids = scores.topk(min(topk, len(scores)))
+    names = artifact.class_names
+    return [{"class": int(i), "name": names[int(i)], "score": float(v)} for v, i in zip(values, ids)]
+
+
 def main(args: argparse.Namespace) -> int | None:
-    """``video-nl predict --cfg FILE --checkpoint PATH --video PATH [--topk 5] [--json]``."""
-    top = predict(args.cfg, checkpoint=args.checkpoint, video=args.video, topk=args.topk)
+    """``video-nl predict --cfg FILE --checkpoint PATH --video PATH [--topk 5] [--json]``, or
+    ``video-nl predict --model FILE --video PATH [...]`` for an exported artifact."""
+    if args.model:
+        if args.checkpoint:
+            raise UserError("Give --model FILE (an exported artifact) or --cfg FILE --checkpoint PATH, not both.")
+        top = predict_artifact(args.cfg, model=args.model, video=args.video, topk=args.topk)
+    elif not (args.cfg_file and args.checkpoint):
+        raise UserError("predict needs --cfg FILE --checkpoint PATH, or --model FILE (a `video-nl export` artifact).")
+    else:
+        top = predict(args.cfg, checkpoint=args.checkpoint, video=args.video, topk=args.topk)
     if args.json:
-        print(json.dumps({"video": args.video, "checkpoint": args.checkpoint, "predictions": top}))
+        source = {"model": args.model} if args.model else {"checkpoint": args.checkpoint}
+        print(json.dumps({"video": args.video, **source, "predictions": top}))
     else:
         for rank, p in enumerate(top, start=1):
             print(f"{rank}. {p['name']:<30} {p['score']:.4f}")

@@ -173,8 +173,10 @@ class NonLocalBlock(nn.Module):
                 return torch.softmax((q * self.scale) @ k.transpose(-1, -2), dim=-1)
             if self.instantiation == "dot_product":
                 return (q @ k.transpose(-1, -2)) / num_keys
-            w_theta, w_phi = self.concat_project.weight.to(dtype).flatten().split(self.inner_dim)
-            return F.relu((q @ w_theta)[..., :, None] + (k @ w_phi)[..., None, :]) / num_keys
+            # Column weights (C'×1), not vectors: onnxruntime's level-2 graph fusions compute a transposed
+            # 3-D input times a 1-D weight wrongly (onnxruntime 1.31), and exported graphs keep this form.
+            w_theta, w_phi = self.concat_project.weight.to(dtype).view(-1, 1).split(self.inner_dim)
+            return F.relu(q @ w_theta + (k @ w_phi).transpose(-1, -2)) / num_keys
 
     def _fast_aggregate(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """y M×Nq×C' without materialising the attention (softmax/gaussian via SDPA, dot product by associativity)."""
