@@ -30,7 +30,7 @@ MEMORY_METHODS = {
 HIGHER_IS_BETTER = {"clips_per_s", "gflop_per_s", "decoded_frames_per_s", "videos_per_s"}
 # Display units of the metrics (times are reported in milliseconds, memory in MiB).
 UNITS = {"fwd_time": "ms", "fwd_bwd_time": "ms", "fwd_bwd_peak_mem": "MiB", "fwd_peak_mem": "MiB",
-         "clips_per_s": "clips/s"}
+         "clips_per_s": "clips/s", "train_peak_mem_per_clip": "MiB"}
 
 
 @dataclass(frozen=True)
