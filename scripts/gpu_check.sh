@@ -109,11 +109,12 @@ WORKERS=$(( $(nproc) < 8 ? $(nproc) : 8 ))
 # ------------------------------------------------------------------------------------------------ steps
 VNL=("$PY" -m video_nl)
 if wants tests; then
-  PYTEST=("$PY" -m pytest -m cuda -p no:cacheprovider -q -rfEs tests)
-  "$PY" -c 'import pytest_timeout' 2>/dev/null && PYTEST+=(--timeout=240)
+  # -v: a line per test as it ends, so the log tells how far a run got if the step's limit stops it
+  PYTEST=("$PY" -m pytest -m cuda -p no:cacheprovider -v -rfEs tests)
+  "$PY" -c 'import pytest_timeout' 2>/dev/null && PYTEST+=(--timeout=100)
   if [ $DRY = 1 ]; then
     say "tests: collecting"
-    "${PYTEST[@]}" --collect-only -o addopts="" | tail -1
+    "${PYTEST[@]}" --collect-only -q -o addopts="" | tail -1
   fi
   step tests "${GPU_CHECK_LIMIT_TESTS:-200}" "$OUT/cuda_tests.log" "${PYTEST[@]}" --junitxml="$OUT/cuda_tests.xml"
 fi
