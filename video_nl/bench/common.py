@@ -7,10 +7,11 @@ both alike. A row is ``{"bench", "case", "impl", "metric", "ours", "peer", "bett
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ MEMORY_METHODS = {
 HIGHER_IS_BETTER = {"clips_per_s", "gflop_per_s", "decoded_frames_per_s", "videos_per_s"}
 # Display units of the metrics (times are reported in milliseconds, memory in MiB).
 UNITS = {"fwd_time": "ms", "fwd_bwd_time": "ms", "fwd_bwd_peak_mem": "MiB", "fwd_peak_mem": "MiB",
-         "clips_per_s": "clips/s"}
+         "clips_per_s": "clips/s", "train_peak_mem_per_clip": "MiB"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,18 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was given but torch sees no CUDA device; run with --device cpu.")
     return torch.device(name)
+
+
+@contextlib.contextmanager
+def exact_fp32() -> Iterator[None]:
+    """fp32 matrix products and convolutions without TF32 inside the block (CUDA convolutions use TF32 by
+    default: 10-bit mantissas, so two fp32 paths that agree to 1e-6 could differ by 1e-3 after one conv)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 def synchronize(device: torch.device) -> None:

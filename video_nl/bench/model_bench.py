@@ -10,13 +10,19 @@ Cases: ``train_step`` (forward, cross-entropy, backward, SGD with momentum/neste
 the peer as its users run it, fp32), followed by the like-for-like ``ours_fp32_vs_peer_fp32`` and
 ``ours_bf16_cl_vs_peer_bf16_cl``; elsewhere only ``ours_fp32_vs_peer_fp32``. The fp32 train row carries
 the achieved GFLOP/s (fvcore count of our model) and its ratio to a measured large-sgemm rate.
+
+``--device cuda`` (:class:`GpuWorkload`): 8×224² clips at a batch sized from a measured probe step to fill
+about half the GPU, cuDNN autotuning on for both sides, more rounds; each train-step comparison also gets a
+``train_peak_mem_per_clip`` row, and its clips/s row both sides' TFLOP/s as a fraction of a bf16 GEMM measured
+in the same run (``fraction_of_bf16_gemm``, ``peer_fraction_of_bf16_gemm``).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +33,7 @@ from torch import nn
 from ..config import CfgNode, get_default_config
 from ..deploy.fold_bn import fold_batchnorm
 from ..models.build import build_model
-from .common import make_row, resolve_device, synchronize, time_interleaved
+from .common import make_row, peak_memory, resolve_device, synchronize, time_interleaved
 
 BATCH, FRAMES, CROP, CLASSES = 2, 8, 112, 400
 NL_BLOCKS = {3: (1, 3), 4: (1, 3, 5)}  # PyTorchVideo Net.blocks index (res3, res4) -> ResBlock indices
@@ -184,28 +190,112 @@ def case_fns(case: str, ours: nn.Module, peer: nn.Module, x: torch.Tensor, y: to
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Train-step rows then inference rows; each case times all its setups in one interleaved loop."""
     device = resolve_device(args.device)
-    frames, crop, width = (4, 64, 8) if args.quick else (FRAMES, CROP, 64)
-    warmup, repeats = (1, 2) if args.quick else (1, 5)
+    gpu = GpuWorkload() if device.type == "cuda" and not args.quick else None
+    with cudnn_autotune(gpu is not None):
+        return _run(args, device, gpu)
+
+
+def _run(args: argparse.Namespace, device: torch.device, gpu: GpuWorkload | None) -> list[dict[str, Any]]:
+    frames, crop, width = (4, 64, 8) if args.quick else (gpu.frames, gpu.crop, 64) if gpu else (FRAMES, CROP, 64)
+    warmup, repeats = (1, 2) if args.quick else (gpu.warmup, gpu.repeats) if gpu else (1, 5)
     torch.manual_seed(0)
     ours = build_ours(frames=frames, crop=crop, width=width).to(device)
     peer = build_peer(frames=frames, crop=crop, width=width).to(device)
-    x = torch.randn(BATCH, 3, frames, crop, crop, device=device)
-    y = torch.randint(0, CLASSES, (BATCH,), device=device)
-    extra = {"input": [BATCH, 3, frames, crop, crop], "device": device.type}
+    batch = gpu.batch_for(ours, frames=frames, crop=crop, device=device) if gpu else BATCH
+    x = torch.randn(batch, 3, frames, crop, crop, device=device)
+    y = torch.randint(0, CLASSES, (batch,), device=device)
+    extra = {"input": [batch, 3, frames, crop, crop], "device": device.type}
     pairs = comparisons(device)
     sides = list(dict.fromkeys([("ours", o) for o, _ in pairs] + [("peer", p) for _, p in pairs]))
     rows = []
     for case in ("train_step", "inference"):
-        stats = time_interleaved(case_fns(case, ours, peer, x, y, sides), device=device, warmup=warmup,
-                                 repeats=repeats)
+        fns = case_fns(case, ours, peer, x, y, sides)
+        stats = time_interleaved(fns, device=device, warmup=warmup, repeats=repeats)
         for o, p in pairs:
             rows.append(make_row(bench="model", case=case, impl=impl_name(o, p), metric="clips_per_s",
-                                 ours=stats[f"ours_{o.name}"].inverted(BATCH),
-                                 peer=stats[f"peer_{p.name}"].inverted(BATCH),
+                                 ours=stats[f"ours_{o.name}"].inverted(batch),
+                                 peer=stats[f"peer_{p.name}"].inverted(batch),
                                  ours_setup=o.describe(), peer_setup=p.describe(), **extra))
+        if gpu and case == "train_step":
+            rows += gpu_train_figures(rows, fns, pairs, model=ours, x=x, device=device, extra=extra)
     fp32_train = next(r for r in rows if r["case"] == "train_step" and r["impl"] == impl_name(FP32, FP32))
     fp32_train.update(_utilisation(ours, x, fp32_train, device=device))
     return rows
+
+
+# ---------------------------------------------------------------------------------------------- --device cuda
+@dataclass(frozen=True)
+class GpuWorkload:
+    """The GPU train step: ``frames``×``crop``² clips, a batch that fills about ``fill`` of the GPU's memory
+    (largest of ``batches`` whose probe-measured training memory fits), ``warmup`` + ``repeats`` rounds."""
+
+    frames: int = 8
+    crop: int = 224
+    batches: tuple[int, ...] = (32, 16, 8, 4, 2)
+    fill: float = 0.5
+    warmup: int = 2
+    repeats: int = 8
+
+    def batch_for(self, model: nn.Module, *, frames: int, crop: int, device: torch.device) -> int:
+        """Probe one fp32 training step of ``model`` at batch 2; scale its peak memory per clip to the card."""
+        probe = 2
+        x = torch.randn(probe, 3, frames, crop, crop, device=device)
+        y = torch.zeros(probe, dtype=torch.long, device=device)
+        per_clip = peak_memory(train_step_fn(copy.deepcopy(model), x, y, bf16=False), device=device) / probe
+        return self.pick(per_clip_bytes=per_clip, free_bytes=torch.cuda.mem_get_info(device)[0])
+
+    def pick(self, *, per_clip_bytes: float, free_bytes: float) -> int:
+        """The largest of ``batches`` whose clips fit in ``fill`` of ``free_bytes`` (else the smallest)."""
+        return next((b for b in self.batches if b * per_clip_bytes <= self.fill * free_bytes), self.batches[-1])
+
+
+@contextlib.contextmanager
+def cudnn_autotune(enabled: bool) -> Iterator[None]:
+    """``torch.backends.cudnn.benchmark`` on inside the block when ``enabled`` (each side's users' best setup)."""
+    saved = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = saved or enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = saved
+
+
+GEMM_N = 8192  # bf16 GEMM size of the in-run reference rate (1.1 TFLOP per product)
+
+
+def bf16_gemm_tflops(*, device: torch.device, n: int = GEMM_N, repeats: int = 10) -> float:
+    """This GPU's bf16 matrix-multiply rate: ``repeats`` n×n×n products in one timed span after 3 warm-ups."""
+    a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    synchronize(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e12
+
+
+def gpu_train_figures(rows: list[dict[str, Any]], fns: dict[str, Callable[[], object]],
+                      pairs: list[tuple[Setup, Setup]], *, model: nn.Module, x: torch.Tensor, device: torch.device,
+                      extra: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per train-step comparison: both sides' TFLOP/s (3 × fvcore forward count of ``model`` per step) as a fraction
+    of an in-run bf16 GEMM, added to its clips/s row, and a ``train_peak_mem_per_clip`` row (peak memory of one
+    step ÷ batch, MiB)."""
+    batch, step_gflop, gemm = x.shape[0], 3 * forward_gflop(model, x), bf16_gemm_tflops(device=device, n=GEMM_N)
+    mem = {name: peak_memory(fn, device=device) / batch / 2**20 for name, fn in fns.items()}
+    out = []
+    for o, p in pairs:
+        row = next(r for r in rows if r["case"] == "train_step" and r["impl"] == impl_name(o, p))
+        ours_tflops, peer_tflops = (step_gflop * row[side] / batch / 1e3 for side in ("ours", "peer"))
+        row.update(gflop_per_step=step_gflop, bf16_gemm_tflop_per_s=gemm, ours_tflop_per_s=ours_tflops,
+                   peer_tflop_per_s=peer_tflops, fraction_of_bf16_gemm=ours_tflops / gemm,
+                   peer_fraction_of_bf16_gemm=peer_tflops / gemm)
+        out.append(make_row(bench="model", case="train_step", impl=impl_name(o, p), metric="train_peak_mem_per_clip",
+                            ours=mem[f"ours_{o.name}"], peer=mem[f"peer_{p.name}"], ours_setup=o.describe(),
+                            peer_setup=p.describe(), method="torch.cuda.max_memory_allocated() over one step",
+                            **extra))
+    return out
 
 
 def _utilisation(model: nn.Module, x: torch.Tensor, train_row: dict[str, Any], *,
@@ -213,7 +303,7 @@ def _utilisation(model: nn.Module, x: torch.Tensor, train_row: dict[str, Any], *
     """Achieved training GFLOP/s (3 × forward flops per step) and its ratio to the measured sgemm rate."""
     step_gflop = 3 * forward_gflop(model, x)
     achieved = step_gflop * train_row["ours"] / x.shape[0]
-    peak = sgemm_gflops(device=device)
+    peak = sgemm_gflops(device=device, n=8192 if device.type == "cuda" else 2048)
     return {"gflop_per_step": step_gflop, "gflop_per_s": achieved, "sgemm_gflop_per_s": peak,
             "fraction_of_sgemm": achieved / peak}
 
