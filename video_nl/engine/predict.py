@@ -29,7 +29,7 @@ def video_views(cfg, path: str) -> torch.Tensor:  # noqa: ANN001 - a CfgNode
     sampler = MultiClipSampler(data.NUM_FRAMES, data.SAMPLING_RATE, data.TARGET_FPS, cfg.TEST.NUM_ENSEMBLE_VIEWS,
                                data.TEST_OFFSET_FORMULA)
     result = decode_clip(path, sampler, backend=data.DECODING_BACKEND, threads=data.DECODE_THREADS,
-                         timeout_s=data.DECODE_TIMEOUT_S)
+                         timeout_s=data.DECODE_TIMEOUT_S, index_dir=data.FRAME_INDEX_DIR or None)
     frames = torch.from_numpy(result.frames)
     frames = frames.view(cfg.TEST.NUM_ENSEMBLE_VIEWS, data.NUM_FRAMES, *frames.shape[1:])
     return multi_view_transform(frames, crop_size=data.TEST_CROP_SIZE, num_crops=cfg.TEST.NUM_SPATIAL_CROPS,
