@@ -117,7 +117,7 @@ def _build_parser() -> argparse.ArgumentParser:
     an.add_argument("--out", default=None, help="JSON output (default OUTPUT_DIR/attention_analysis.json)")
 
     bn = p["bench"]
-    bn.add_argument("which", choices=["nonlocal", "model", "loader", "test-decode", "scaling", "all"])
+    bn.add_argument("which", choices=["nonlocal", "model", "loader", "test-decode", "scaling", "frame-index", "all"])
     bn.add_argument("--json", action="store_true", help="one JSON object per line and comparison")
     bn.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     bn.add_argument("--quick", action="store_true", help="fewer repeats and smaller shapes (smoke run)")

@@ -81,14 +81,17 @@ def video_report(outcome: IndexOutcome, *, clip_frames: int, rate: int, target_f
                 "problems": [f"unreadable: {outcome.reason}"]}
     span = clip_span(clip_frames, frame_step(rate, index.fps, target_fps))
     record = {"path": outcome.path, "usable": True, "reason": "", "frames": index.num_frames,
-              "container_frames": index.container_frames, "fps": round(index.fps, 4),
+              "container_frames": index.container_frames, "container_frames_from": index.container_frames_from,
+              "fps": round(index.fps, 4),
               "duration_s": round(index.num_frames / index.fps, 3), "vfr": index.vfr, "index_method": index.method,
               "index_note": index.note, "route": "decord" if index.decord_exact else "pyav",
               "exact_path": index.decord_exact is False, "decord_note": index.decord_note,
               "too_short": index.num_frames < span, "clip_span": span, "decode_error": index.decode_error}
     problems = []
     if index.container_frames and index.container_frames != index.num_frames:
-        problems.append(f"the container says {index.container_frames} frames, {index.num_frames} decode")
+        claim = ("the header says" if index.container_frames_from == "header" else
+                 "duration × frame rate gives")
+        problems.append(f"{claim} {index.container_frames} frames, {index.num_frames} decode")
     if index.vfr:
         problems.append("variable frame rate")
     if index.decode_error:

@@ -60,7 +60,9 @@ class FrameIndex:
     when the decoder gives none); ``keyframes`` are frame numbers; ``seek_pts`` are the timestamps of the
     keyframe packets a seek may land on (empty: never seek); ``crc`` holds a CRC-32 of each frame's decoded
     pixels (decode-built indexes only); ``method`` is ``scan`` or ``decode`` and ``note`` says why a decode
-    was needed; ``container_frames`` is the frame count the header claims (or duration × rate; 0 unknown);
+    was needed; ``container_frames`` is the frame count the header states (``container_frames_from`` =
+    ``header``) or its duration × frame rate gives (``duration``), 0 when neither is known; ``fps`` is the
+    stream's average rate, or the timestamps' rate when those disagree by more than 1% (variable frame rate);
     ``decode_error`` is set when the sequential decode ended with an error instead of the end of file.
     """
 
@@ -82,6 +84,7 @@ class FrameIndex:
     container: str
     codec: str
     container_frames: int
+    container_frames_from: str = ""
     decode_error: str = ""
     decord_exact: bool | None = None
     decord_note: str = ""
@@ -182,13 +185,26 @@ def _decode_runs(data: Any) -> tuple[int | None, ...]:
 
 
 # ------------------------------------------------------------------ building
+#: 8-bit planar pixel formats: each plane's visible bytes per row equal its width, so it is hashed in place
+_PLANAR_8BIT = {"gray", "yuv410p", "yuv411p", "yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv440p", "yuvj440p",
+                "yuv444p", "yuvj444p"}
+
+
 def frame_crc(frame) -> int:
-    """CRC-32 of a decoded PyAV frame's pixels in its native format (identifies a frame within one build)."""
-    try:
-        array = frame.to_ndarray()
-    except (ValueError, NotImplementedError):  # a pixel format PyAV cannot export as an array
-        array = frame.reformat(format="yuv420p").to_ndarray()
-    return zlib.crc32(array.tobytes())
+    """CRC-32 of a decoded PyAV frame's visible pixels in its native format (identifies a frame within one
+    build; the padding at the end of each row is left out, it is not part of the picture)."""
+    import numpy as np
+
+    if frame.format.name not in _PLANAR_8BIT:
+        try:
+            return zlib.crc32(frame.to_ndarray().tobytes())
+        except (ValueError, NotImplementedError):  # a pixel format PyAV cannot export as an array
+            return zlib.crc32(frame.reformat(format="yuv420p").to_ndarray().tobytes())
+    crc = 0
+    for plane in frame.planes:
+        rows = np.frombuffer(plane, np.uint8, count=plane.height * plane.line_size).reshape(plane.height, -1)
+        crc = zlib.crc32(np.ascontiguousarray(rows[:, :plane.width]), crc)
+    return crc
 
 
 def decoder_build() -> str:
@@ -221,7 +237,9 @@ def build_index(path: str, *, check_decord: bool = True) -> FrameIndex:
         container.close()
     if isinstance(timeline, str):  # the reason the packets cannot be trusted
         timeline = {**_decode(path), "note": timeline}
-    facts["fps"] = facts["fps"] or _rate_from_pts(timeline["pts"], facts["time_base"]) or 30.0
+    measured = _rate_from_pts(timeline["pts"], facts["time_base"])
+    if not facts["fps"] or (measured and abs(measured - facts["fps"]) > 0.01 * facts["fps"]):
+        facts["fps"] = measured or 30.0
     index = FrameIndex(path=os.path.abspath(path), size=stat.st_size, mtime_ns=stat.st_mtime_ns,
                        build=decoder_build(), **facts, **timeline)
     index.validate()
@@ -246,8 +264,10 @@ def _stream_facts(container, stream) -> dict[str, Any]:
     else:
         seconds = (container.duration or 0) / 1e6
     claimed = int(stream.frames) if stream.frames else round(seconds * fps)
+    source = "header" if stream.frames else "duration" if claimed else ""
     return {"fps": fps, "height": stream.height, "width": stream.width, "time_base": (tb.numerator, tb.denominator),
-            "container": container.format.name, "codec": stream.codec_context.name, "container_frames": claimed}
+            "container": container.format.name, "codec": stream.codec_context.name, "container_frames": claimed,
+            "container_frames_from": source}
 
 
 def _scan(container, stream) -> dict[str, Any] | str:
