@@ -29,6 +29,7 @@ import bisect
 import collections
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -207,6 +208,7 @@ def frame_crc(frame) -> int:
     return crc
 
 
+@functools.lru_cache(maxsize=1)
 def decoder_build() -> str:
     """The decoder builds an index is valid for (PyAV's FFmpeg libraries, and decord)."""
     import av
