@@ -15,13 +15,12 @@ import argparse
 import os
 import tempfile
 import time
-from fractions import Fraction
-
 import av
 import numpy as np
 import torch
 
 from ..data.check import index_videos
+from ..data.encoding import write_video
 from ..data.frame_index import build_index
 from .common import make_row, time_interleaved
 from .loader import _write_videos
@@ -31,19 +30,8 @@ def _write_avi(path: str, *, seconds: float, fps: int = 25) -> str:
     """MPEG-4 Part 2 with B-frames in AVI (DivX/Xvid-style, as UCF101 and HMDB51), 320×240."""
     texture = np.kron(np.random.default_rng(7).integers(0, 256, (40, 48, 3), dtype=np.uint8),
                       np.ones((8, 8, 1), np.uint8))
-    with av.open(path, "w", format="avi") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-        stream.codec_context.time_base = Fraction(1, fps)
-        stream.codec_context.max_b_frames, stream.codec_context.gop_size = 2, 12
-        for t in range(int(seconds * fps)):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(np.roll(texture, (t, 2 * t), (0, 1))[:240, :320]),
-                                               format="rgb24")
-            frame.pts = t
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    frames = (np.roll(texture, (t, 2 * t), (0, 1))[:240, :320] for t in range(int(seconds * fps)))
+    write_video(path, frames, fps=fps, codec="mpeg4", container_format="avi", gop=12, bframes=2)
     return path
 
 
