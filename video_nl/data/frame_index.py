@@ -95,7 +95,7 @@ class FrameIndex:
         """The :class:`VideoInfo` samplers see: the true frame count."""
         return VideoInfo(self.num_frames, self.fps, self.height, self.width)
 
-    @property
+    @functools.cached_property
     def numbering(self) -> str:
         """``pts`` when every frame has a distinct, increasing timestamp (frames are found by timestamp, so a
         seek is possible), else ``count`` (frames are counted from the start of the file)."""
