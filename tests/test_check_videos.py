@@ -29,7 +29,7 @@ def lists(corpus, tmp_path):
     whose clips span 7 frames (4 × stride 2)."""
     videos = tmp_path / "videos"
     videos.mkdir()
-    names = ["mp4_h264", "mpeg1_ps_concat", "mkv_vfr", "mp4_h264_open_gop", "avi_mpeg4_packed"]
+    names = ["mp4_h264", "mpeg1_ps_concat", "mkv_vfr", "mp4_h264_open_gop", "avi_mpeg4_packed", "mp4_edit_list_cut"]
     good = [shutil.copy(corpus[n], videos / os.path.basename(corpus[n])) for n in names]
     short = write_mp4(videos / "short.mp4", corpus_frames(5), fps=25)
     (videos / "text.mp4").write_text("not a video\n" * 20)
@@ -52,9 +52,9 @@ def test_reports_every_problem_class_and_exits_1(lists, capsys):
     code, out, err = _run(capsys, lists["mixed"], "--cfg", lists["cfg"], "--workers", "2", "--json",
                           "--no-progress")
     report = json.loads(out)
-    assert code == 1 and "checked 9 videos" in err and "3 unreadable" in err
+    assert code == 1 and "checked 10 videos" in err and "3 unreadable" in err
     videos = {os.path.basename(v["path"]): v for v in report["videos"]}
-    assert report["summary"]["videos"] == 9 and report["summary"]["unreadable"] == 3
+    assert report["summary"]["videos"] == 10 and report["summary"]["unreadable"] == 3
     assert report["summary"]["list_problems"] == 1 and "no_label_line" in report["list_problems"][0]
     assert videos["missing.mp4"]["reason"] == "missing file" and not videos["missing.mp4"]["usable"]
     assert "not a video" in videos["text.mp4"]["reason"] and "truncated" in videos["truncated.mp4"]["reason"]
@@ -64,6 +64,8 @@ def test_reports_every_problem_class_and_exits_1(lists, capsys):
     assert (concat["frames"], concat["container_frames"]) == (40, 16) and concat["index_method"] == "decode"
     assert "duration × frame rate gives 16 frames, 40 decode" in concat["problems"]
     assert videos["vfr.mkv"]["vfr"] and "variable frame rate" in videos["vfr.mkv"]["problems"]
+    cut = videos["edit_list_cut.mp4"]
+    assert "the header says 40 frames, 37 decode" in cut["problems"] and cut["container_frames_from"] == "header"
     open_gop = videos["open_gop.mp4"]
     assert open_gop["exact_path"] and open_gop["route"] == "pyav" and "keyframe" in open_gop["decord_note"]
     assert videos["mpeg4_packed.avi"]["index_note"].startswith("avi container")
@@ -84,9 +86,9 @@ def test_resumes_from_the_index_it_built(lists, capsys, tmp_path):
     index_videos(lists["good"][:2], index_dir=folder, workers=1, progress=False)  # an interrupted earlier run
     _, out, _ = _run(capsys, lists["clean"], lists["mixed"], "--index-dir", folder, "--json", "--no-progress")
     summary = json.loads(out)["summary"]
-    assert summary["videos"] == 11 and summary["reused"] == 2 + 2  # both of the clean list, again in mixed
+    assert summary["videos"] == 12 and summary["reused"] == 2 + 2  # both of the clean list, again in mixed
     _, out, _ = _run(capsys, lists["mixed"], "--index-dir", folder, "--json", "--no-progress")
-    assert json.loads(out)["summary"]["reused"] == 8  # all but the missing file
+    assert json.loads(out)["summary"]["reused"] == 9  # all but the missing file
     write_mp4(lists["short"], corpus_frames(30), fps=25)  # a changed file is indexed again
     _, out, _ = _run(capsys, lists["mixed"], "--index-dir", folder, "--json", "--no-progress")
     report = json.loads(out)

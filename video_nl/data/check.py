@@ -27,7 +27,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .decoding import close_finished_helpers, index_video
-from .frame_index import FrameIndex, default_index_dir, is_cached, user_cache_dir
+from .frame_index import FrameIndex, default_index_dir, read_cached, user_cache_dir
 from .lists import ListProblem, load_classnames, read_video_list
 from .sampling import clip_span, frame_step
 from .videofile import DecodeError
@@ -57,12 +57,16 @@ def index_videos(paths: Sequence[str], *, index_dir: str | None = None, workers:
     workers = max(1, min(workers or os.cpu_count() or 1, len(paths) or 1))
 
     def one(path: str) -> IndexOutcome:
-        reused = not rebuild and is_cached(path, index_dir)
-        try:
-            return IndexOutcome(path, index_video(path, index_dir=index_dir, timeout_s=timeout_s, rebuild=rebuild),
-                                reused=reused)
+        try:  # a valid entry is read here; only videos to (re)index go to a helper process
+            cached = None if rebuild else read_cached(path, index_dir)
         except DecodeError as e:
-            return IndexOutcome(path, None, e.reason, reused)
+            return IndexOutcome(path, None, e.reason, reused=True)
+        if cached is not None:
+            return IndexOutcome(path, cached, reused=True)
+        try:
+            return IndexOutcome(path, index_video(path, index_dir=index_dir, timeout_s=timeout_s, rebuild=rebuild))
+        except DecodeError as e:
+            return IndexOutcome(path, None, e.reason)
 
     label = progress if isinstance(progress, str) else "index videos"
     try:

@@ -44,7 +44,7 @@ from typing import Any
 from ..utils.io import atomic_write
 from .videofile import DecodeError, VideoInfo, check_file, open_pyav, short_error
 
-__all__ = ["FrameIndex", "build_index", "load_index", "is_cached", "default_index_dir", "user_cache_dir", "entry_path"]
+__all__ = ["FrameIndex", "build_index", "load_index", "read_cached", "is_cached", "default_index_dir", "user_cache_dir", "entry_path"]
 
 log = logging.getLogger(__name__)
 INDEX_VERSION = 1
@@ -420,14 +420,30 @@ def load_index(path: str, index_dir: str | None = None, *, rebuild: bool = False
     return cached
 
 
-def is_cached(path: str, index_dir: str | None = None) -> bool:
-    """Whether ``index_dir`` holds a valid entry (index or failure) for ``path`` as it is now."""
+def read_cached(path: str, index_dir: str | None = None) -> FrameIndex | None:
+    """The index of ``path`` when ``index_dir`` holds a valid entry for the file as it is now, else None (the
+    video is not opened).
+
+    Raises:
+        DecodeError: the entry records that the file cannot be indexed.
+    """
     try:
         stat = os.stat(path)
     except OSError:
-        return False
+        return None
     key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
-    return _read_entry(entry_path(index_dir or user_cache_dir(), path), key) is not None
+    cached = _read_entry(entry_path(index_dir or user_cache_dir(), path), key)
+    if isinstance(cached, str):
+        raise DecodeError(path, cached)
+    return cached
+
+
+def is_cached(path: str, index_dir: str | None = None) -> bool:
+    """Whether ``index_dir`` holds a valid entry (index or failure) for ``path`` as it is now."""
+    try:
+        return read_cached(path, index_dir) is not None
+    except DecodeError:
+        return True
 
 
 def _remembered(entry: str, key: tuple) -> FrameIndex | str | None:
