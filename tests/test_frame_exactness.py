@@ -148,6 +148,39 @@ def test_decord_alone_is_wrong_where_the_index_routes_away(corpus, reference, na
     assert wrong > 0
 
 
+def test_a_seek_that_lands_between_keyframes_restarts_from_the_start(corpus, reference):
+    """MPEG program streams have no index: a seek lands between keyframes (the index therefore disables seeking
+    there). Forcing the seeks shows the guard: the decode restarts from the start instead of returning the
+    garbage frames that follow such a landing."""
+    import dataclasses
+
+    from video_nl.data.decoders import decode_local
+
+    path, ref = corpus["mpeg2_ps"], reference["mpeg2_ps"]
+    index = fi.build_index(path)
+    assert not index.seekable
+    forced = dataclasses.replace(index, seek_pts=tuple(index.pts[k] for k in index.keyframes))
+    assert forced.seekable
+    for indices in ([13, 14, 15, 20], [30, 26, 39], [25]):
+        result = decode_local(path, FixedIndices(tuple(indices)), "pyav", 1, forced)
+        assert np.array_equal(result.frames, ref[indices]), indices
+
+
+def test_pixel_crcs_catch_a_frame_that_is_not_the_indexed_one(corpus):
+    """Decode-built indexes carry each frame's CRC; a frame that differs is an error, not a silent answer."""
+    import dataclasses
+
+    from video_nl.data.decoders import decode_local
+
+    index = fi.build_index(corpus["avi_mpeg4_packed"])
+    crc = list(index.crc)
+    crc[12] ^= 1
+    damaged = dataclasses.replace(index, crc=tuple(crc))
+    assert decode_local(corpus["avi_mpeg4_packed"], FixedIndices((11, 13)), "pyav", 1, damaged).frames.shape[0] == 2
+    with pytest.raises(DecodeError, match="differs from the frame index"):
+        decode_local(corpus["avi_mpeg4_packed"], FixedIndices((11, 12)), "pyav", 1, damaged)
+
+
 def test_train_and_test_samplers_use_the_true_count(corpus, reference, tmp_path):
     """The concatenated program stream's duration says 16 frames; 40 decode, and the samplers use all 40."""
     path, ref = corpus["mpeg1_ps_concat"], reference["mpeg1_ps_concat"]

@@ -12,7 +12,8 @@ the timestamps a seek may target, and whether decord's random access is exact on
   out, as the decoder drops their frames;
 * by **decoding** everywhere else (AVI, MPEG program/transport streams, raw streams, packed B-frames, missing
   or repeated timestamps, damaged headers): the frames' pts and a CRC-32 of each frame's pixels are recorded,
-  so the exact PyAV path can verify every frame it returns.
+  so the exact PyAV path can verify every frame it returns; seeking is allowed only where seeks to the
+  keyframes were seen to land on them (not in MPEG program streams, which have no index).
 
 decord is exact on a file when its own frame list agrees with the index: same count, same timestamps, and
 keyframes at the same positions (decord reads keyframe *decode* positions as frame numbers, which breaks with
@@ -239,6 +240,8 @@ def build_index(path: str, *, check_decord: bool = True) -> FrameIndex:
         container.close()
     if isinstance(timeline, str):  # the reason the packets cannot be trusted
         timeline = {**_decode(path), "note": timeline}
+        if timeline["seek_pts"] and not _seeks_land(path, timeline["seek_pts"]):
+            timeline["seek_pts"] = ()  # e.g. MPEG program streams: seeks land between keyframes
     measured = _rate_from_pts(timeline["pts"], facts["time_base"])
     if not facts["fps"] or (measured and abs(measured - facts["fps"]) > 0.01 * facts["fps"]):
         facts["fps"] = measured or 30.0
@@ -328,6 +331,25 @@ def _decode(path: str) -> dict[str, Any]:
     return {"num_frames": len(pts), "pts": tuple(pts), "keyframes": tuple(keyframes),
             "seek_pts": tuple(pts[k] for k in keyframes) if ordered else (), "crc": tuple(crcs),
             "method": "decode", "decode_error": error}
+
+
+def _seeks_land(path: str, seek_pts: tuple[int, ...], most: int = 64) -> bool:
+    """Whether seeking to keyframe timestamps (up to ``most`` of them, spread over the file) lands on a keyframe
+    packet the index knows, at or before the target (checked on the first packet; nothing is decoded)."""
+    targets = seek_pts[1:][:: max(1, len(seek_pts) // most)]
+    known = set(seek_pts)
+    container, stream = open_pyav(path)
+    try:
+        for target in targets:
+            container.seek(target, stream=stream, backward=True, any_frame=False)
+            first = next((p for p in container.demux(stream) if p.size), None)
+            if first is None or not first.is_keyframe or first.pts not in known or first.pts > target:
+                return False
+        return True
+    except Exception:  # a demuxer that cannot seek at all
+        return False
+    finally:
+        container.close()
 
 
 def _decord_check(path: str, index: FrameIndex) -> tuple[bool | None, str]:
