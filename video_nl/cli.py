@@ -32,8 +32,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def _add_cfg(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--cfg", dest="cfg_file", required=required, metavar="FILE", help="YAML config file")
+def _add_cfg(p: argparse.ArgumentParser, required: bool = True, help_: str = "YAML config file") -> None:
+    p.add_argument("--cfg", dest="cfg_file", required=required, metavar="FILE", help=help_)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -87,7 +87,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     cv = p["check-videos"]
     cv.add_argument("lists", nargs="+", metavar="LIST", help="video lists (any DATA.LIST_FORMAT)")
-    _add_cfg(cv, required=False)
+    _add_cfg(cv, required=False, help_="config whose DATA keys give the clip (NUM_FRAMES, SAMPLING_RATE, TARGET_FPS), "
+                                       "the list format, path prefix and FRAME_INDEX_DIR (default: the defaults)")
     cv.add_argument("--workers", type=int, default=None, help="parallel indexing processes (default: one per core)")
     cv.add_argument("--json", action="store_true", help="print one JSON object (per-file records and a summary)")
     cv.add_argument("--index-dir", default=None, help="frame index folder (default: DATA.FRAME_INDEX_DIR, else "
