@@ -113,3 +113,20 @@ def test_index_videos_outcomes(corpus, tmp_path):
     assert outcomes[0].index.method == "scan" and outcomes[1].index.numbering == "count"
     assert outcomes[2].index is None and outcomes[2].reason == "missing file"
     assert fi.is_cached(paths[0], str(tmp_path / "ix")) and not any(o.reused for o in outcomes)
+
+
+def test_index_videos_closes_the_helper_processes_it_started(corpus, tmp_path, monkeypatch):
+    from video_nl.data import decoding
+
+    started = []
+    real_init = decoding._Helper.__init__
+
+    def recording_init(self):
+        real_init(self)
+        started.append(self)
+
+    monkeypatch.setattr(decoding._Helper, "__init__", recording_init)
+    outcomes = index_videos([corpus["mp4_h264"], corpus["webm_vp9"], corpus["avi_mjpeg"]],
+                            index_dir=str(tmp_path / "ix"), workers=2, progress=False)
+    assert all(o.index is not None for o in outcomes) and 1 <= len(started) <= 2
+    assert all(h.proc.poll() is not None for h in started)  # one per worker thread, all gone

@@ -257,6 +257,7 @@ def _helper() -> _Helper:
             _started[:] = [(t, h) for t, h in _started if h is not current]
         current = None
     if current is None:
+        close_finished_helpers()  # threads that ended since (e.g. a finished pool) do not keep their helpers
         current = _local.helper = _Helper()
         with _lock:
             _started.append((threading.current_thread(), current))
