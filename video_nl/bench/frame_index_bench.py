@@ -40,40 +40,44 @@ def _count_by_decoding(path: str) -> int:
         return sum(1 for _ in container.decode(video=0))
 
 
+def _per_video_row(case: str, paths: list[str], rounds: int) -> dict:
+    fns = {"ours": lambda: [build_index(p) for p in paths], "peer": lambda: [_count_by_decoding(p) for p in paths]}
+    stats = time_interleaved(fns, device=torch.device("cpu"), warmup=1, repeats=rounds)
+    return make_row(bench="frame-index", case=case, metric="index_ms_per_video",
+                    impl="build_index vs counting frames by a sequential decode",
+                    ours=stats["ours"].scaled(1e3 / len(paths)), peer=stats["peer"].scaled(1e3 / len(paths)),
+                    unit="ms", videos=len(paths))
+
+
+def _list_row(folder: str, sources: list[str], size: int) -> dict:
+    """``index_videos`` on ``size`` hard links to ``sources``: 2 workers vs 1, each into a cold index folder."""
+    links = os.path.join(folder, "links")
+    os.makedirs(links)
+    listed = [os.path.join(links, f"v{i:05d}.mp4") for i in range(size)]
+    for i, path in enumerate(listed):
+        os.link(sources[i % len(sources)], path)
+    seconds = {}
+    for workers in (2, 1):
+        start = time.perf_counter()
+        outcomes = index_videos(listed, index_dir=os.path.join(folder, f"index_{workers}"), workers=workers,
+                                progress=False)
+        seconds[workers] = time.perf_counter() - start
+        failed = [o for o in outcomes if o.index is None]
+        if failed:
+            raise RuntimeError(f"indexing failed on {failed[0].path}: {failed[0].reason}")
+    return make_row(bench="frame-index", case=f"{size} videos (h264 mp4 hard links)", metric="videos_per_s",
+                    impl="index_videos (check-videos) --workers 2 vs --workers 1", ours=size / seconds[2],
+                    peer=size / seconds[1], unit="videos/s", seconds_workers_2=round(seconds[2], 2),
+                    seconds_workers_1=round(seconds[1], 2), load_average=round(os.getloadavg()[0], 2))
+
+
 def run(args: argparse.Namespace) -> list[dict]:
     """Per-video index cost against a sequential decode, and a list's indexing throughput with 2 vs 1 workers."""
     quick = getattr(args, "quick", False)
     count, rounds, list_size = (2, 2, 100) if quick else (4, 5, 1000)
-    rows = []
     with tempfile.TemporaryDirectory(prefix="video_nl_bench_") as folder:
-        files = {"h264 mp4 320x256 10s@30fps (packet scan)": _write_videos(folder, count=count, seconds=10),
-                 "mpeg4 avi 320x240 7s@25fps B-frames (decoded)": [
-                     _write_avi(os.path.join(folder, f"ucf_{i}.avi"), seconds=7) for i in range(count)]}
-        for case, paths in files.items():
-            fns = {"ours": lambda p=paths: [build_index(x) for x in p],
-                   "peer": lambda p=paths: [_count_by_decoding(x) for x in p]}
-            stats = time_interleaved(fns, device=torch.device("cpu"), warmup=1, repeats=rounds)
-            rows.append(make_row(bench="frame-index", case=case, metric="index_ms_per_video",
-                                 impl="build_index vs counting frames by a sequential decode",
-                                 ours=stats["ours"].scaled(1e3 / len(paths)), peer=stats["peer"].scaled(1e3 / len(paths)),
-                                 unit="ms", videos=len(paths)))
-        links = os.path.join(folder, "links")
-        os.makedirs(links)
-        sources = files["h264 mp4 320x256 10s@30fps (packet scan)"]
-        listed = []
-        for i in range(list_size):
-            listed.append(os.path.join(links, f"v{i:05d}.mp4"))
-            os.link(sources[i % len(sources)], listed[-1])
-        seconds = {}
-        for workers in (2, 1):
-            start = time.perf_counter()
-            outcomes = index_videos(listed, index_dir=os.path.join(folder, f"index_{workers}"), workers=workers,
-                                    progress=False)
-            seconds[workers] = time.perf_counter() - start
-            assert all(o.index is not None for o in outcomes)
-        rows.append(make_row(bench="frame-index", case=f"{list_size} videos (h264 mp4 hard links)", metric="videos_per_s",
-                             impl="index_videos (check-videos) --workers 2 vs --workers 1",
-                             ours=list_size / seconds[2], peer=list_size / seconds[1], unit="videos/s",
-                             seconds_workers_2=round(seconds[2], 2), seconds_workers_1=round(seconds[1], 2),
-                             load_average=round(os.getloadavg()[0], 2)))
-    return rows
+        mp4s = _write_videos(folder, count=count, seconds=10)
+        avis = [_write_avi(os.path.join(folder, f"ucf_{i}.avi"), seconds=7) for i in range(count)]
+        return [_per_video_row("h264 mp4 320x256 10s@30fps (packet scan)", mp4s, rounds),
+                _per_video_row("mpeg4 avi 320x240 7s@25fps B-frames (decoded)", avis, rounds),
+                _list_row(folder, mp4s, list_size)]

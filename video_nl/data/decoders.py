@@ -166,7 +166,8 @@ def _by_timestamp(path: str, container, stream, wanted: list[int], index: FrameI
     decoded = 0
     for packet in container.demux(stream):
         if target is not None and landing is None and packet.size:
-            if not packet.is_keyframe or packet.pts is None or packet.pts > target or not index.is_seek_point(packet.pts):
+            landed_well = packet.is_keyframe and packet.pts is not None and packet.pts <= target
+            if not landed_well or not index.is_seek_point(packet.pts):
                 raise _Restart(decoded)
             landing = packet.pts
         if skip_run_up:  # frames shown before the first wanted one only matter as references

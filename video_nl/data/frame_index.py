@@ -45,7 +45,8 @@ from typing import Any
 from ..utils.io import atomic_write
 from .videofile import DecodeError, VideoInfo, check_file, open_pyav, short_error
 
-__all__ = ["FrameIndex", "build_index", "load_index", "read_cached", "is_cached", "default_index_dir", "user_cache_dir", "entry_path"]
+__all__ = ["FrameIndex", "build_index", "load_index", "read_cached", "is_cached", "default_index_dir", "user_cache_dir",
+           "entry_path"]
 
 log = logging.getLogger(__name__)
 INDEX_VERSION = 1
