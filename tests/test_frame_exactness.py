@@ -135,7 +135,7 @@ def test_through_the_timeout_helper(corpus, reference, tmp_path, backend):
 
 
 @pytest.mark.parametrize("name", ["avi_mpeg4_bframes", "avi_mpeg4_packed", "mpeg2_ps", "mp4_h264_open_gop",
-                                  "mp4_hevc", "mp4_edit_list_cut"])
+                                  "mp4_hevc", "mp4_edit_list_cut", "ts_h264", "asf_wmv2"])
 def test_decord_alone_is_wrong_where_the_index_routes_away(corpus, reference, name):
     """Without the index, decord's random access returns wrong frames on these files (why they are routed to
     the exact PyAV path); decord's sequential decode from frame 0 is right."""
@@ -146,6 +146,16 @@ def test_decord_alone_is_wrong_where_the_index_routes_away(corpus, reference, na
         got = reader.get_batch(indices).asnumpy()
         wrong += sum(not np.array_equal(g, ref[i]) for g, i in zip(got, indices))
     assert wrong > 0
+
+
+@pytest.mark.parametrize("name", ["ts_h264", "asf_wmv2"])
+def test_decord_pixel_probes_catch_what_its_frame_list_hides(corpus, monkeypatch, name):
+    """On MPEG-TS and ASF decord's count, timestamps and keyframes agree with the index, yet its frames are
+    wrong; those containers are not trusted for decord, and even if they were, the pixel probes would refuse."""
+    assert fi.build_index(corpus[name]).decord_note.startswith("decord's seeking is not verified")
+    monkeypatch.setattr(fi, "DECORD_FORMATS", fi.DECORD_FORMATS + ("mpegts", "asf"))
+    index = fi.build_index(corpus[name])
+    assert index.decord_exact is False and "another picture" in index.decord_note
 
 
 def test_a_seek_that_lands_between_keyframes_restarts_from_the_start(corpus, reference):

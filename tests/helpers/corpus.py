@@ -191,6 +191,11 @@ CORPUS: dict[str, tuple[str, Callable[[str], str], str]] = {
     "webm_av1": ("av1.webm", _av1, "AV1 in WebM (decord cannot open it)"),
     "mkv_repeated_pts": ("repeated_pts.mkv", _mkv_repeated_pts, "two frames share one timestamp"),
     "h264_raw": ("raw.h264", lambda p: _x264(p, container_format="h264"), "raw H.264 stream: no timestamps at all"),
+    "ts_h264": ("h264.ts", lambda p: _x264(p, container_format="mpegts"),
+                "H.264 in MPEG-TS: decord's frame list looks right but its frames are a GOP late"),
+    "asf_wmv2": ("wmv2.wmv", lambda p: write_mp4(p, corpus_frames(), fps=FPS, codec="wmv2", gop=12,
+                                                 container_format="asf"),
+                 "WMV2 in ASF: decord's frame list looks right but its seeks land in other GOPs"),
 }
 
 

@@ -15,9 +15,11 @@ the timestamps a seek may target, and whether decord's random access is exact on
   so the exact PyAV path can verify every frame it returns; seeking is allowed only where seeks to the
   keyframes were seen to land on them (not in MPEG program streams, which have no index).
 
-decord is exact on a file when its own frame list agrees with the index: same count, same timestamps, and
+decord is exact on a file when its own frame list agrees with the index — same count, same timestamps, and
 keyframes at the same positions (decord reads keyframe *decode* positions as frame numbers, which breaks with
-open GOPs, B-frame pyramids across GOPs and edit lists).
+open GOPs, B-frame pyramids across GOPs and edit lists) — in a container where its seeking was verified (mp4,
+Matroska/WebM, AVI; not MPEG-TS or ASF, where it returns shifted frames), and the frames it returns at a few
+probe positions are those of the exact PyAV path.
 
 Indexes are cached as small JSON files under an index folder (``DATA.FRAME_INDEX_DIR``; default: a
 ``frame_index`` folder beside the list, else the user's cache folder), keyed by (path, size, mtime) and the
@@ -37,13 +39,15 @@ import logging
 import os
 import re
 import threading
-import zlib
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+import numpy as np
+
 from ..utils.io import atomic_write
-from .videofile import DecodeError, VideoInfo, check_file, open_pyav, short_error
+from .pyav_exact import decode_pyav
+from .videofile import DecodeError, VideoInfo, check_file, frame_crc, open_pyav, short_error
 
 __all__ = ["FrameIndex", "build_index", "load_index", "read_cached", "is_cached", "default_index_dir", "user_cache_dir",
            "entry_path"]
@@ -51,6 +55,7 @@ __all__ = ["FrameIndex", "build_index", "load_index", "read_cached", "is_cached"
 log = logging.getLogger(__name__)
 INDEX_VERSION = 1
 SCAN_FORMATS = ("mov", "mp4", "matroska", "webm")  # containers that store one timestamp per frame
+DECORD_FORMATS = SCAN_FORMATS + ("avi",)  # containers where decord's seeking was verified (tests/helpers/corpus.py)
 _VOP_START = b"\x00\x00\x01\xb6"  # MPEG-4 Part 2 picture start code
 _MEMO_SIZE = 2048
 
@@ -188,28 +193,6 @@ def _decode_runs(data: Any) -> tuple[int | None, ...]:
 
 
 # ------------------------------------------------------------------ building
-#: 8-bit planar pixel formats: each plane's visible bytes per row equal its width, so it is hashed in place
-_PLANAR_8BIT = {"gray", "yuv410p", "yuv411p", "yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv440p", "yuvj440p",
-                "yuv444p", "yuvj444p"}
-
-
-def frame_crc(frame) -> int:
-    """CRC-32 of a decoded PyAV frame's visible pixels in its native format (identifies a frame within one
-    build; the padding at the end of each row is left out, it is not part of the picture)."""
-    import numpy as np
-
-    if frame.format.name not in _PLANAR_8BIT:
-        try:
-            return zlib.crc32(frame.to_ndarray().tobytes())
-        except (ValueError, NotImplementedError):  # a pixel format PyAV cannot export as an array
-            return zlib.crc32(frame.reformat(format="yuv420p").to_ndarray().tobytes())
-    crc = 0
-    for plane in frame.planes:
-        rows = np.frombuffer(plane, np.uint8, count=plane.height * plane.line_size).reshape(plane.height, -1)
-        crc = zlib.crc32(np.ascontiguousarray(rows[:, :plane.width]), crc)
-    return crc
-
-
 @functools.lru_cache(maxsize=1)
 def decoder_build() -> str:
     """The decoder builds an index is valid for (PyAV's FFmpeg libraries, and decord)."""
@@ -354,34 +337,60 @@ def _seeks_land(path: str, seek_pts: tuple[int, ...], most: int = 64) -> bool:
 
 
 def _decord_check(path: str, index: FrameIndex) -> tuple[bool | None, str]:
-    """Whether decord's random access returns the index's frames: its frame count, timestamps and keyframe
-    positions must all agree (decord seeks to ``key_indices`` and counts frames from there)."""
+    """Whether decord's random access returns the index's frames. decord seeks to its ``key_indices`` and
+    counts frames from there, so its frame count, timestamps and keyframe positions must all agree with the
+    index; the container must be one where its seeking was verified; and a few frames it returns (the first,
+    and the one after up to three keyframes) must be those the exact PyAV path returns."""
     try:
         import decord
     except ImportError:
         return None, "decord is not installed"
+    if not set(index.container.split(",")) & set(DECORD_FORMATS):
+        return False, f"decord's seeking is not verified on {index.container.split(',')[0]} files"
     try:
         reader = decord.VideoReader(path, num_threads=1)
     except Exception as e:  # decord raises DECORDError / RuntimeError
         return False, f"decord cannot open it ({decord_message(e)})"
     try:
-        count = len(reader)
-        if count != index.num_frames:
-            return False, f"decord counts {count} frames, a sequential decode gives {index.num_frames}"
-        if index.numbering != "pts":
-            return False, "frame timestamps are missing, repeated or out of order"
-        tb = index.time_base[0] / index.time_base[1]
-        ours = [(p - index.pts[0]) * tb for p in index.pts]
-        theirs = reader.get_frame_timestamp(list(range(count)))[:, 0]
-        tolerance = min((b - a for a, b in zip(ours, ours[1:])), default=1.0) / 2
-        if any(abs((t - theirs[0]) - o) > tolerance for t, o in zip(theirs, ours)):
-            return False, "decord's frame timestamps differ from the decoded ones"
-        keys = [int(k) for k in reader.get_key_indices()]
-        if keys != list(index.keyframes):
-            return False, "decord would seek to wrong keyframes (keyframe decode and display positions differ)"
-        return True, ""
+        disagreement = _decord_disagreement(reader, index)
+        if not disagreement:
+            disagreement = _decord_pixels_disagree(path, reader, index)
+        return not disagreement, disagreement
+    except Exception as e:  # decord failing on the probe frames
+        return False, f"decord failed on probe frames ({decord_message(e)})"
     finally:
         del reader
+
+
+def _decord_disagreement(reader, index: FrameIndex) -> str:
+    """How decord's frame list differs from the index ("" when it agrees)."""
+    count = len(reader)
+    if count != index.num_frames:
+        return f"decord counts {count} frames, a sequential decode gives {index.num_frames}"
+    if index.numbering != "pts":
+        return "frame timestamps are missing, repeated or out of order"
+    tb = index.time_base[0] / index.time_base[1]
+    ours = [(p - index.pts[0]) * tb for p in index.pts]
+    theirs = reader.get_frame_timestamp(list(range(count)))[:, 0]
+    tolerance = min((b - a for a, b in zip(ours, ours[1:])), default=1.0) / 2
+    if any(abs((t - theirs[0]) - o) > tolerance for t, o in zip(theirs, ours)):
+        return "decord's frame timestamps differ from the decoded ones"
+    if [int(k) for k in reader.get_key_indices()] != list(index.keyframes):
+        return "decord would seek to wrong keyframes (keyframe decode and display positions differ)"
+    return ""
+
+
+def _decord_pixels_disagree(path: str, reader, index: FrameIndex) -> str:
+    """Compare decord's frames with the exact PyAV path's at the first frame and after up to three keyframes
+    (within one grey level on average: the two FFmpeg builds may round colours differently)."""
+    later = index.keyframes[1:][:: max(1, (len(index.keyframes) - 1) // 3)][:3]
+    probes = sorted({0, *(min(k + 1, index.num_frames - 1) for k in later)})
+    theirs = reader.get_batch(probes).asnumpy().astype(np.int16)
+    for frame, got in zip(probes, theirs):
+        ours = decode_pyav(path, [frame], index)[0][frame].astype(np.int16)
+        if ours.shape != got.shape or np.abs(ours - got).mean() > 1.0:
+            return f"decord returns another picture for frame {frame}"
+    return ""
 
 
 def decord_message(error: BaseException) -> str:

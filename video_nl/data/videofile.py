@@ -5,7 +5,10 @@ Torch-free (numpy at most): it runs in the decode helper process too.
 from __future__ import annotations
 
 import os
+import zlib
 from dataclasses import dataclass
+
+import numpy as np
 
 from ..errors import UserError
 
@@ -74,3 +77,23 @@ def short_error(error: BaseException) -> str:
     """``Type: message`` of ``error``, first line, at most 160 characters (for reasons in reports)."""
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     return f"{type(error).__name__}: {text[:160]}" if text else type(error).__name__
+
+
+#: 8-bit planar pixel formats: each plane's visible bytes per row equal its width, so it is hashed in place
+_PLANAR_8BIT = {"gray", "yuv410p", "yuv411p", "yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv440p", "yuvj440p",
+                "yuv444p", "yuvj444p"}
+
+
+def frame_crc(frame) -> int:
+    """CRC-32 of a decoded PyAV frame's visible pixels in its native format (identifies a frame within one
+    build; the padding at the end of each row is left out, it is not part of the picture)."""
+    if frame.format.name not in _PLANAR_8BIT:
+        try:
+            return zlib.crc32(frame.to_ndarray().tobytes())
+        except (ValueError, NotImplementedError):  # a pixel format PyAV cannot export as an array
+            return zlib.crc32(frame.reformat(format="yuv420p").to_ndarray().tobytes())
+    crc = 0
+    for plane in frame.planes:
+        rows = np.frombuffer(plane, np.uint8, count=plane.height * plane.line_size).reshape(plane.height, -1)
+        crc = zlib.crc32(np.ascontiguousarray(rows[:, :plane.width]), crc)
+    return crc
