@@ -140,3 +140,14 @@ def test_data_benches_quick_rows(tmp_path, capsys):
                   if json.loads(line)["metric"] == "decoded_frames_per_video")
     # frame counts are deterministic: 30 views from one decode vs one decode per view
     assert frames["ours"] < 300 and frames["ratio"] <= 0.2 and frames["peer"] > 10 * frames["ours"]
+
+
+def test_frame_index_bench_quick_rows(tmp_path, capsys):
+    """Index cost per video for a scanned mp4 and a decoded AVI against counting by decode, and the list row."""
+    args = argparse.Namespace(which="frame-index", json=True, device="cpu", quick=True, out=str(tmp_path))
+    assert runner.main(args) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["metric"], r.get("videos")) for r in rows] == [
+        ("index_ms_per_video", 2), ("index_ms_per_video", 2), ("videos_per_s", None)]
+    assert "packet scan" in rows[0]["case"] and "decoded" in rows[1]["case"] and rows[2]["case"].startswith("100 ")
+    assert all(r["ours"] > 0 and r["peer"] > 0 for r in rows)

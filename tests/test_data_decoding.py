@@ -94,7 +94,7 @@ def test_decord_failure_falls_back_to_pyav_once(tmp_path, caplog, monkeypatch):
     random_video(path, num_frames=8, size=32, seed=5)
     expected = decode_frames(path, [3, 4], backend="pyav", timeout_s=0).numpy()
 
-    def broken_decord(path, index_fn, threads=1):  # stands in for decord's get_batch failures
+    def broken_decord(path, wanted, index, threads=1):  # stands in for decord's get_batch failures
         raise DecodeError(path, "decord get_batch failed (simulated)")
 
     monkeypatch.setattr("video_nl.data.decoders.decode_decord", broken_decord)
@@ -113,7 +113,7 @@ def test_timeout_kills_hung_decode(tmp_path):
     with pytest.raises(DecodeError) as e:
         decode_frames(str(fifo), [0], backend="pyav", timeout_s=1.0)
     assert "timeout" in e.value.reason
-    assert decoding._current.proc.poll() is not None  # the hung helper was killed
+    assert decoding.current_helper().proc.poll() is not None  # the hung helper was killed
     assert decode_frames(str(video), [1], backend="decord", timeout_s=30).shape == (1, 32, 32, 3)  # a new one works
 
 

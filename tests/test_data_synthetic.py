@@ -7,6 +7,7 @@ import numpy as np
 
 from video_nl.data.decoding import decode_frames
 from video_nl.data.lists import read_video_list
+from video_nl.data.frame_index import is_cached
 from video_nl.data.prepare import main as prepare_main
 from video_nl.data.synthetic import CLASSNAMES, make_synthetic, render
 
@@ -48,3 +49,6 @@ def test_generation_is_deterministic_and_listed(tmp_path):
     assert frames.shape == (1, 48, 48, 3)
     assert open(out / "test.csv").read() == open(out / "val.csv").read()
     assert not [f for _, _, fs in os.walk(out) for f in fs if f.endswith(".tmp.mp4")]
+    # the frame index of every listed video is built where the loaders look for it (beside the lists)
+    train, _ = read_video_list(str(out / "train.csv"))
+    assert all(is_cached(e.path, str(out / "frame_index")) for e in train + val)

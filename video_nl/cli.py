@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "convert": ("video_nl.models.weights.convert", "main", "convert/inflate weights from other codebases"),
     "make-synthetic": ("video_nl.data.synthetic", "main", "write the built-in synthetic spacetime video dataset"),
     "prepare-kinetics": ("video_nl.data.prepare", "main", "build lists (and optionally re-encode) a Kinetics tree"),
+    "check-videos": ("video_nl.data.check", "main", "index every video of lists (true frame counts, exact routing) "
+                     "and report unreadable, miscounted, VFR, decord-unsafe and too-short files"),
     "visualize": ("video_nl.viz.attention", "main", "visualise spacetime attention of context blocks for a video"),
     "analyze-attention": ("video_nl.viz.analysis", "main", "GCNet query-independence analysis of NL blocks"),
     "bench": ("video_nl.bench.runner", "main", "benchmarks against peers (ratios measured in one run)"),
@@ -34,8 +36,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def _add_cfg(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--cfg", dest="cfg_file", required=required, metavar="FILE", help="YAML config file")
+def _add_cfg(p: argparse.ArgumentParser, required: bool = True, help_: str = "YAML config file") -> None:
+    p.add_argument("--cfg", dest="cfg_file", required=required, metavar="FILE", help=help_)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -122,6 +124,19 @@ def _build_parser() -> argparse.ArgumentParser:
     pk.add_argument("--workers", type=int, default=None)
     pk.add_argument("--splits", nargs="+", default=["train", "val"])
 
+    cv = p["check-videos"]
+    cv.add_argument("lists", nargs="+", metavar="LIST", help="video lists (any DATA.LIST_FORMAT)")
+    _add_cfg(cv, required=False, help_="config whose DATA keys give the clip (NUM_FRAMES, SAMPLING_RATE, TARGET_FPS), "
+                                       "the list format, path prefix and FRAME_INDEX_DIR (default: the defaults)")
+    cv.add_argument("--workers", type=int, default=None, help="parallel indexing processes (default: one per core)")
+    cv.add_argument("--json", action="store_true", help="print one JSON object (per-file records and a summary)")
+    cv.add_argument("--index-dir", default=None, help="frame index folder (default: DATA.FRAME_INDEX_DIR, else "
+                                                      "frame_index beside each list)")
+    cv.add_argument("--timeout", type=float, default=None, help="seconds per video before it counts as unreadable "
+                                                                "(default 300)")
+    cv.add_argument("--rebuild", action="store_true", help="rebuild every index entry instead of reusing it")
+    cv.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     vz = p["visualize"]
     _add_cfg(vz)
     vz.add_argument("--checkpoint", default=None, help="weights (default: a freshly initialised model)")
@@ -142,7 +157,7 @@ def _build_parser() -> argparse.ArgumentParser:
     an.add_argument("--out", default=None, help="JSON output (default OUTPUT_DIR/attention_analysis.json)")
 
     bn = p["bench"]
-    bn.add_argument("which", choices=["nonlocal", "model", "loader", "test-decode", "scaling", "export", "all"])
+    bn.add_argument("which", choices=["nonlocal", "model", "loader", "test-decode", "scaling", "export", "frame-index", "all"])
     bn.add_argument("--json", action="store_true", help="one JSON object per line and comparison")
     bn.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     bn.add_argument("--quick", action="store_true", help="fewer repeats and smaller shapes (smoke run)")

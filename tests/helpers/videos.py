@@ -15,22 +15,27 @@ import numpy as np
 
 def write_mp4(path: str | os.PathLike, frames: np.ndarray, *, fps: int = 8, codec: str = "libx264",
               crf: int = 18, gop: int | None = None, bframes: int | None = None,
-              pts: Sequence[int] | None = None, time_base: Fraction | None = None, faststart: bool = False) -> str:
+              pts: Sequence[int] | None = None, time_base: Fraction | None = None, faststart: bool = False,
+              options: dict[str, str] | None = None, container_format: str | None = None,
+              pix_fmt: str = "yuv420p") -> str:
     """Encode ``frames`` (uint8 ``T×H×W×3``, even H and W for yuv420p) into ``path``; returns the path.
 
     ``gop`` sets the keyframe interval and ``bframes`` the most consecutive B-frames (default: the encoder's).
     Frame ``i`` gets pts ``pts[i]`` in ``time_base`` units (default: ``i`` in 1/fps units, a constant rate);
-    ``faststart`` puts the mp4 index (moov) before the media data. The container follows the file extension.
+    ``faststart`` puts the mp4 index (moov) before the media data. The container follows the file extension
+    unless ``container_format`` names one (``mpeg``, ``vob``, ``h264``, ...); ``options`` are encoder options
+    (e.g. ``{"x264-params": "open-gop=1"}``).
     """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 T×H×W×3, got {frames.dtype} {frames.shape}")
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with av.open(path, mode="w", options={"movflags": "faststart"} if faststart else {}) as container:
+    with av.open(path, mode="w", format=container_format,
+                 options={"movflags": "faststart"} if faststart else {}) as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = int(frames.shape[2]), int(frames.shape[1])
-        stream.pix_fmt = "yuv420p"
+        stream.pix_fmt = pix_fmt
         tb = time_base or Fraction(1, fps)  # the muxer rewrites stream.time_base at the header: keep ours
         stream.time_base = tb
         stream.codec_context.time_base = tb
@@ -38,7 +43,7 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, *, fps: int = 8, code
             stream.codec_context.gop_size = gop
         if bframes is not None:
             stream.codec_context.max_b_frames = bframes
-        stream.options = {"crf": str(crf)} if codec == "libx264" else {}
+        stream.options = {**({"crf": str(crf)} if codec == "libx264" else {}), **(options or {})}
         for i, image in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
             frame.pts = i if pts is None else pts[i]

@@ -6,8 +6,9 @@ Both benches write their own videos (320×256, 30 fps, H.264 with the encoder's 
 * ``loader`` — clips/s of the 8×8 train pattern (random start, 8 frames at stride 8, random short-side scale
   in [256, 320] + 224 crop + flip + normalise → float 3×8×224×224) in one process with one intra-op thread (as
   in a DataLoader worker): our :class:`VideoClipDataset` (decord in the timeout helper process, exact-index
-  decoding, default config) vs ``pytorchvideo.data.Kinetics(decoder="pyav", decode_audio=False)`` with a
-  random 64-frame clip sampler and PyTorchVideo's train recipe written in torch ops (:func:`_peer_transform`).
+  decoding, default config, frame index built ahead) vs ``pytorchvideo.data.Kinetics(decoder="pyav",
+  decode_audio=False)`` with a random 64-frame clip sampler and PyTorchVideo's train recipe written in torch
+  ops (:func:`_peer_transform`).
   A second row runs our dataset with ``DATA.DECODING_BACKEND pyav`` (which skips non-reference frames before
   the clip), a third with ``DATA.SAMPLING_PROTOCOL pyslowfast`` (decord; a 64-frame clip span as the peer's). Rounds of 8 clips alternate (order rotated) after a warm-up round; the rows report medians.
 * ``test-decode`` — frames the decoder produces per video for 10 clips × 3 crops, decoding the union of all
@@ -33,9 +34,11 @@ import torch
 import torch.nn.functional as F
 
 from ..config import get_default_config
+from ..data.check import index_videos
 from ..data.datasets import VideoClipDataset
 from ..data.decoding import decode_clip
 from ..data.encoding import write_video
+from ..data.frame_index import default_index_dir
 from ..data.sampling import MultiClipSampler
 from .common import make_row, time_interleaved
 
@@ -146,6 +149,8 @@ def run_loader(args: argparse.Namespace) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="video_nl_bench_") as folder:
         paths = _write_videos(folder, count=videos, seconds=seconds)
         cfg = _cfg(folder, paths)
+        # the frame index is built ahead, as `video-nl check-videos` / `prepare-kinetics` do
+        index_videos(paths, index_dir=default_index_dir(os.path.join(folder, "train.csv")), progress=False)
         fns = {"decord": _batch(_our_clips(cfg, "decord"), clips), "pyav": _batch(_our_clips(cfg, "pyav"), clips),
                "pyslowfast": _batch(_our_clips(cfg, "decord", "pyslowfast"), clips),
                "peer": _batch(_peer_clips(os.path.join(folder, "train.csv"), cfg), clips)}

@@ -1,4 +1,4 @@
-"""``video-nl bench {nonlocal,model,loader,test-decode,scaling,export,all}``: run benches, print and save the rows.
+"""``video-nl bench {nonlocal,model,loader,test-decode,scaling,export,frame-index,all}``: run benches, print and save the rows.
 
 Each bench module exposes ``run(args) -> list[dict]`` (see :mod:`video_nl.bench.common` for the row format).
 Rows are printed as soon as a bench finishes (JSON lines with ``--json``, else a table), then written to
@@ -24,6 +24,7 @@ BENCHES: dict[str, tuple[str, str]] = {
     "test-decode": ("video_nl.bench.loader", "run_test_decode"),
     "scaling": ("video_nl.bench.scaling", "run"),
     "export": ("video_nl.bench.export_bench", "run"),
+    "frame-index": ("video_nl.bench.frame_index_bench", "run"),
 }
 
 

@@ -136,6 +136,10 @@ SCHEMA: dict[str, Any] = {
                                 ("decord", "pyav")),
         "DECODE_THREADS": Key(1, "int", "Decoder threads per video reader."),
         "DECODE_TIMEOUT_S": Key(30.0, "float", "Per-video decode timeout in seconds (damaged files can hang)."),
+        "FRAME_INDEX_DIR": Key("", "str", "Folder caching each video's frame index (true frame count, timestamps, "
+                               "keyframes, exact routing; docs/data.md 'Frame exactness'); empty = a frame_index "
+                               "folder beside the list file if it can be written there, else "
+                               "~/.cache/video_nl/frame_index."),
         "MAX_FAILURE_RATIO": Key(0.5, "float", "Stop with an error when more than this fraction of a list fails."),
         "TEST_OFFSET_FORMULA": Key("pyslowfast", "str", "Temporal offsets of test clips: pyslowfast (Delta*k/K), "
                                    "mmaction2 (1.x: round(Delta*k/(K-1))) or caffe2 (floor(N/K*k)).",

@@ -1,10 +1,14 @@
-"""Decode helper process (started by :mod:`video_nl.data.decoding`): decodes requests read from a pipe.
+"""Decode helper process (started by :mod:`video_nl.data.decoding`): answers requests read from a pipe.
 
-Protocol: each message is an 8-byte little-endian length and a pickle. Request ``(path, index_fn, backend,
-threads)``; reply ``("ok", (DecodeResult without frames, frames shape))`` with the uint8 frames written at the
-start of the shared-memory file (a memfd the caller passes), so megabytes of pixels are copied once each way
-instead of being pickled through the pipe in 64 KiB pieces; ``("error", reason)`` for a :class:`DecodeError`
-or ``("bug", traceback)`` for anything else. The process exits when its request pipe closes.
+Protocol: each message is an 8-byte little-endian length and a pickle. Requests:
+
+* ``("decode", path, index_fn, backend, threads, index_dir)`` → ``("frames", (DecodeResult without frames,
+  frames shape))``, the uint8 frames written at the start of the shared-memory file (a memfd the caller
+  passes), so megabytes of pixels are copied once each way instead of being pickled through the pipe;
+* ``("index", path, index_dir, rebuild)`` → ``("ok", FrameIndex)``.
+
+Failures answer ``("error", reason)`` for a :class:`DecodeError` or ``("bug", traceback)`` for anything else.
+The process exits when its request pipe closes.
 """
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ import traceback
 
 import numpy as np
 
-from .decoders import DecodeError, DecodeResult, decode_local
+from .decoders import DecodeError, DecodeResult, decode_video
+from .frame_index import load_index
 
 
 def _read_exact(fd: int, size: int) -> bytes | None:
@@ -39,8 +44,23 @@ def _share_frames(result: DecodeResult, frames_fd: int) -> tuple[DecodeResult, t
     return dataclasses.replace(result, frames=None), frames.shape
 
 
+def _answer(request: tuple, frames_fd: int) -> tuple[str, object]:
+    kind, *args = request
+    try:
+        if kind == "decode":
+            return "frames", _share_frames(decode_video(*args), frames_fd)
+        if kind == "index":
+            path, index_dir, rebuild = args
+            return "ok", load_index(path, index_dir, rebuild=rebuild)
+        raise ValueError(f"unknown request {kind!r}")
+    except DecodeError as e:
+        return "error", e.reason
+    except Exception:  # reported to the caller, which raises it with this traceback
+        return "bug", traceback.format_exc()
+
+
 def serve(read_fd: int, write_fd: int, frames_fd: int) -> None:
-    """Answer decode requests until the request pipe is closed (after writing ``ready`` once imported)."""
+    """Answer requests until the request pipe is closed (after writing ``ready`` once imported)."""
     import av  # noqa: F401 - import both decoders before announcing readiness
     import decord  # noqa: F401
 
@@ -49,14 +69,7 @@ def serve(read_fd: int, write_fd: int, frames_fd: int) -> None:
         body = _read_exact(read_fd, int.from_bytes(header, "little"))
         if body is None:
             return
-        path, index_fn, backend, threads = pickle.loads(body)
-        try:
-            reply = ("ok", _share_frames(decode_local(path, index_fn, backend, threads), frames_fd))
-        except DecodeError as e:
-            reply = ("error", e.reason)
-        except Exception:  # reported to the caller, which raises it with this traceback
-            reply = ("bug", traceback.format_exc())
-        data = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps(_answer(pickle.loads(body), frames_fd), protocol=pickle.HIGHEST_PROTOCOL)
         view = memoryview(len(data).to_bytes(8, "little") + data)
         while view:
             view = view[os.write(write_fd, view):]

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..errors import UserError
 from .decoding import DecodeError, decode_clip
+from .frame_index import default_index_dir, hint_unindexed
 from .lists import ListProblem, VideoEntry, default_list_path, load_classnames, read_video_list
 from .sampling import MultiClipSampler, TrainSampler
 from .transforms import clip_transform, multi_view_transform, multi_view_scale
@@ -80,8 +81,8 @@ class FailureTracker:
             examples = "; ".join(f"{p}: {r}" for p, r in list(self.failed.items())[:5])
             raise UserError(f"{len(self.failed)} of {self.total} videos of the {self.name} list failed "
                             f"({self.ratio:.0%} > DATA.MAX_FAILURE_RATIO {self.max_ratio:.0%}). Examples: {examples}. "
-                            f"Check the paths (DATA.PATH_PREFIX) and the files (`video-nl prepare-kinetics` "
-                            f"probes every video).")
+                            f"Check the paths (DATA.PATH_PREFIX) and the files (`video-nl check-videos LIST` "
+                            f"checks every video).")
 
 
 def read_split(cfg: Any, split: str) -> tuple[str, list[VideoEntry], list[ListProblem]]:
@@ -107,7 +108,10 @@ class _ListDataset(Dataset):
         data = cfg.DATA
         self.num_frames, self.rate, self.target_fps = data.NUM_FRAMES, data.SAMPLING_RATE, data.TARGET_FPS
         self.protocol = data.SAMPLING_PROTOCOL
-        self.decode = dict(backend=data.DECODING_BACKEND, threads=data.DECODE_THREADS, timeout_s=data.DECODE_TIMEOUT_S)
+        self.decode = dict(backend=data.DECODING_BACKEND, threads=data.DECODE_THREADS, timeout_s=data.DECODE_TIMEOUT_S,
+                           index_dir=data.FRAME_INDEX_DIR or default_index_dir(self.list_path))
+        hint_unindexed([e.path for e in self.entries[:: max(len(self.entries) // 16, 1)]], self.decode["index_dir"],
+                       self.list_path)
         self.mean, self.std = list(data.MEAN), list(data.STD)
         self.seed = cfg.RNG_SEED
 

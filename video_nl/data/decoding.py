@@ -1,15 +1,21 @@
-"""Public decoding API: ``probe``, ``decode_frames`` and ``decode_clip``, with a per-video timeout.
+"""Public decoding API: ``probe``, ``decode_frames``, ``decode_clip`` and ``index_video``, with a per-video timeout.
+
+Every call goes through the video's frame index (:mod:`video_nl.data.frame_index`, cached under
+``index_dir``, default the user's cache folder): frame ``i`` is the ``i``-th frame of a sequential decode,
+``probe`` gives the true frame count, and each file is routed to decord where decord is exact on it, else to
+the exact PyAV path (:mod:`video_nl.data.decoders`).
 
 decord's ``get_batch`` can hang forever *holding the GIL* on damaged files (decord issue #373), so a thread
-cannot time it out. With ``timeout_s > 0`` every decode therefore runs in a small helper process (one per
-calling process, e.g. per DataLoader worker; started on first use, ~0.5 s; frames come back through shared
-memory, one copy each side) that this module kills and restarts when a video exceeds its time; the helper
-is also recycled every ``RECYCLE_EVERY`` videos, which bounds decord's memory growth. ``timeout_s <= 0``
-decodes in the calling process (no protection, no copy).
+cannot time it out. With ``timeout_s > 0`` every decode (and index build) therefore runs in a small helper
+process (one per calling thread, e.g. per DataLoader worker; started on first use, ~0.5 s; frames come back
+through shared memory, one copy each side) that this module kills and restarts when a video exceeds its
+time; the helper is also recycled every ``RECYCLE_EVERY`` videos, which bounds decord's memory growth.
+``timeout_s <= 0`` decodes in the calling process (no protection, no copy).
 
-When decord fails on a file (cannot open, bad batch, timeout), the file is decoded again with PyAV and a
-warning is logged once per file. Paths go through iopath's ``PathManager``: local paths are used as they
-are, other URIs (``http(s)://``, ... where iopath has a handler) are fetched to its local cache first.
+When decord fails on a file it was found exact on (cannot open, bad batch, timeout), the file is decoded
+again with PyAV and a warning is logged once per file. Paths go through iopath's ``PathManager``: local paths
+are used as they are, other URIs (``http(s)://``, ... where iopath has a handler) are fetched to its local
+cache first.
 """
 from __future__ import annotations
 
@@ -26,14 +32,15 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from .decoders import (DecodeError, DecodeResult, FixedIndices, IndexFn, VideoInfo, check_file, decode_local,
-                       probe_pyav)
+from .decoders import DecodeError, DecodeResult, FixedIndices, IndexFn, VideoInfo, check_file, decode_video
+from .frame_index import FrameIndex, load_index
 
-__all__ = ["DecodeError", "DecodeResult", "FixedIndices", "VideoInfo", "decode_clip", "decode_frames", "probe"]
+__all__ = ["DecodeError", "DecodeResult", "FixedIndices", "VideoInfo", "decode_clip", "decode_frames", "index_video",
+           "probe"]
 
 log = logging.getLogger(__name__)
 STARTUP_TIMEOUT_S = 300.0  # a helper's start-up (imports) on a heavily loaded machine
-RECYCLE_EVERY = 500  # videos per helper process before it is replaced (bounds decoder memory growth)
+RECYCLE_EVERY = 500  # requests per helper process before it is replaced (bounds decoder memory growth)
 _warned: set[str] = set()
 
 
@@ -49,33 +56,55 @@ def local_path(path: str) -> str:
         raise DecodeError(path, f"missing file (cannot fetch it: {type(e).__name__}: {str(e)[:120]})") from None
 
 
-def probe(path: str) -> VideoInfo:
-    """Frame count, fps and frame size from container metadata (no decoding; PyAV).
+def probe(path: str, *, index_dir: str | None = None) -> VideoInfo:
+    """Frame count (of a sequential decode), fps and frame size, from the video's frame index.
+
+    The index is read from ``index_dir`` or built (a packet scan: no decoding, except for files whose
+    timestamps cannot be trusted) in this process.
 
     Raises:
-        DecodeError: missing, zero-byte, not a video, truncated container or audio-only file.
+        DecodeError: missing, zero-byte, not a video, truncated container, audio-only or undecodable file.
     """
-    return probe_pyav(local_path(path))
+    return load_index(local_path(path), index_dir).info
 
 
-def decode_clip(path: str, index_fn: IndexFn, *, backend: str = "decord", threads: int = 1,
-                timeout_s: float = 30.0) -> DecodeResult:
-    """Decode the frames ``index_fn(info)`` selects, where ``info`` is the decoding reader's own metadata.
-
-    Letting the decoder call the sampler means the indices come from the frame count that actually
-    decodes (container counts can be wrong) and each video is opened once. ``index_fn`` must be picklable
-    (see :mod:`video_nl.data.sampling`). Returns a :class:`DecodeResult` (frames ``K×H×W×3`` uint8 numpy).
+def index_video(path: str, *, index_dir: str | None = None, timeout_s: float = 30.0,
+                rebuild: bool = False) -> FrameIndex:
+    """The :class:`~video_nl.data.frame_index.FrameIndex` of ``path`` (cached in ``index_dir``), built in the
+    helper process when ``timeout_s > 0`` (a file that hangs the decoders becomes a ``timeout`` DecodeError).
 
     Raises:
-        DecodeError: with the path and a reason (missing, zero-byte, not a video, audio-only, truncated,
-            undecodable, timeout).
+        DecodeError: the file cannot be indexed (with the reason).
     """
     file = local_path(path)
     check_file(file)
     if timeout_s <= 0:
-        result = decode_local(file, index_fn, backend, threads)
+        return load_index(file, index_dir, rebuild=rebuild)
+    try:
+        return _helper().request(("index", file, index_dir, rebuild), timeout_s)
+    except (TimeoutError, ConnectionError) as e:
+        raise DecodeError(path, _helper_failure(e, timeout_s)) from None
+
+
+def decode_clip(path: str, index_fn: IndexFn, *, backend: str = "decord", threads: int = 1,
+                timeout_s: float = 30.0, index_dir: str | None = None) -> DecodeResult:
+    """Decode the frames ``index_fn(info)`` selects, where ``info`` comes from the video's frame index (its
+    ``num_frames`` is the true count).
+
+    Letting the decoder call the sampler means each video is opened once (the index is read from
+    ``index_dir``, or built there on first use). ``index_fn`` must be picklable (see
+    :mod:`video_nl.data.sampling`). Returns a :class:`DecodeResult` (frames ``K×H×W×3`` uint8 numpy).
+
+    Raises:
+        DecodeError: with the path and a reason (missing, zero-byte, not a video, audio-only, truncated,
+            undecodable, timeout, frame indices out of range with the true frame count).
+    """
+    file = local_path(path)
+    check_file(file)
+    if timeout_s <= 0:
+        result = decode_video(file, index_fn, backend, threads, index_dir)
     else:
-        result = _decode_with_timeout(file, index_fn, backend, threads, timeout_s)
+        result = _decode_with_timeout(file, index_fn, backend, threads, timeout_s, index_dir)
     if result.fallback and path not in _warned:
         _warned.add(path)
         log.warning("decord failed on %s (%s); decoded it with PyAV instead", path, result.fallback)
@@ -83,26 +112,27 @@ def decode_clip(path: str, index_fn: IndexFn, *, backend: str = "decord", thread
 
 
 def decode_frames(path: str, indices: Sequence[int], *, backend: str = "decord", threads: int = 1,
-                  timeout_s: float = 30.0) -> torch.Tensor:
+                  timeout_s: float = 30.0, index_dir: str | None = None) -> torch.Tensor:
     """Frames at ``indices`` (any order, repeats allowed) as uint8 ``Tensor[len(indices), H, W, 3]``.
 
-    Only the needed frames are decoded. Raises :class:`DecodeError` like :func:`decode_clip`.
+    Frame ``i`` is the ``i``-th frame of a sequential decode; only the needed frames are decoded. Raises
+    :class:`DecodeError` like :func:`decode_clip` (also for indices outside ``[0, num_frames)``).
     """
     result = decode_clip(path, FixedIndices(tuple(int(i) for i in indices)), backend=backend, threads=threads,
-                         timeout_s=timeout_s)
+                         timeout_s=timeout_s, index_dir=index_dir)
     return torch.from_numpy(result.frames)
 
 
-def _decode_with_timeout(path: str, index_fn: IndexFn, backend: str, threads: int,
-                         timeout_s: float) -> DecodeResult:
+def _decode_with_timeout(path: str, index_fn: IndexFn, backend: str, threads: int, timeout_s: float,
+                         index_dir: str | None) -> DecodeResult:
     try:
-        return _helper().request((path, index_fn, backend, threads), timeout_s)
+        return _helper().request(("decode", path, index_fn, backend, threads, index_dir), timeout_s)
     except (TimeoutError, ConnectionError) as e:
         if backend != "decord":
             raise DecodeError(path, _helper_failure(e, timeout_s)) from None
         decord_failure = _helper_failure(e, timeout_s)
     try:  # decord hung or crashed: PyAV gets its own full time budget
-        result = _helper().request((path, index_fn, "pyav", threads), timeout_s)
+        result = _helper().request(("decode", path, index_fn, "pyav", threads, index_dir), timeout_s)
     except (TimeoutError, ConnectionError) as e:
         raise DecodeError(path, f"{_helper_failure(e, timeout_s)} with PyAV; decord: {decord_failure}") from None
     result.fallback = decord_failure
@@ -141,9 +171,10 @@ class _Helper:
             self.close()
             raise RuntimeError("the decode helper process (video_nl.data._decode_server) did not start")
 
-    def request(self, message: tuple, timeout_s: float) -> DecodeResult:
-        """Send one decode request; raise TimeoutError (after killing the helper) when it takes too long and
-        ConnectionError when the helper died (a decoder crash)."""
+    def request(self, message: tuple, timeout_s: float):
+        """Send one request (see :mod:`video_nl.data._decode_server`) and return its answer; raise TimeoutError
+        (after killing the helper) when it takes too long and ConnectionError when the helper died (a decoder
+        crash)."""
         data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         with self.lock:
             try:
@@ -151,7 +182,7 @@ class _Helper:
                 deadline = time.monotonic() + timeout_s
                 size = int.from_bytes(self._read(8, deadline), "little")
                 status, payload = pickle.loads(self._read(size, deadline))
-                if status == "ok":
+                if status == "frames":
                     payload = self._with_frames(*payload)
             except TimeoutError:
                 raise
@@ -159,11 +190,11 @@ class _Helper:
                 self.close()
                 raise ConnectionError(str(e)) from None
             self.served += 1
-        if status == "ok":
+        if status in ("ok", "frames"):
             return payload
         if status == "error":
-            raise DecodeError(message[0], payload)
-        raise RuntimeError(f"decode helper failed on {message[0]}:\n{payload}")
+            raise DecodeError(message[1], payload)
+        raise RuntimeError(f"decode helper failed on {message[1]}:\n{payload}")
 
     def _with_frames(self, result: DecodeResult, shape: tuple[int, ...]) -> DecodeResult:
         """``result`` with its uint8 frames of ``shape`` read from the shared-memory file (one copy)."""
@@ -212,17 +243,38 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
+_local = threading.local()
 _lock = threading.Lock()
-_current: _Helper | None = None
+_started: list[tuple[threading.Thread, _Helper]] = []  # helpers this process started, with their threads
 
 
 def _helper() -> _Helper:
-    """This process's helper (a forked DataLoader worker starts its own; the parent's is left alone)."""
-    global _current
+    """This thread's helper (a forked DataLoader worker starts its own; the parent's is left alone)."""
+    current = current_helper()
+    if current is not None and not current.alive():
+        current.close()
+        with _lock:
+            _started[:] = [(t, h) for t, h in _started if h is not current]
+        current = None
+    if current is None:
+        close_finished_helpers()  # threads that ended since (e.g. a finished pool) do not keep their helpers
+        current = _local.helper = _Helper()
+        with _lock:
+            _started.append((threading.current_thread(), current))
+    return current
+
+
+def current_helper() -> _Helper | None:
+    """The helper process this thread uses now, if it started one."""
+    helper = getattr(_local, "helper", None)
+    return helper if helper is not None and helper.pid == os.getpid() else None
+
+
+def close_finished_helpers() -> None:
+    """Close the helpers of threads that have ended (e.g. after a thread pool of :func:`index_video` calls)."""
     with _lock:
-        if _current is not None and _current.pid == os.getpid() and not _current.alive():
-            _current.close()
-            _current = None
-        if _current is None or _current.pid != os.getpid():
-            _current = _Helper()
-        return _current
+        mine = [(t, h) for t, h in _started if h.pid == os.getpid()]  # a forked worker drops its parent's
+        ended = [(t, h) for t, h in mine if not t.is_alive()]
+        _started[:] = [(t, h) for t, h in mine if t.is_alive()]
+    for _, helper in ended:
+        helper.close()

@@ -2,8 +2,9 @@
 
 ROOT holds ``{train,val}/{class name}/*.mp4``. Labels are the alphabetical order of the class folders of
 the first split (Kinetics-400: abseiling = 0, as ``data_lists/kinetics400/classnames.json``). Every video is
-probed; unreadable ones are reported and left out of the lists. Writes ``OUT/{train,val,test}.csv``
-(absolute paths, ``path label``; test = val) and ``OUT/classnames.json``. With ``--resize`` each video is
+indexed (:mod:`video_nl.data.frame_index`, into ``OUT/frame_index``, where the loaders look by default);
+unreadable ones are reported and left out of the lists. Writes ``OUT/{train,val,test}.csv`` (absolute paths,
+``path label``; test = val) and ``OUT/classnames.json``. With ``--resize`` each video is
 re-encoded with PyAV to short side ``--short-side`` (even sizes, H.264, audio dropped) under
 ``OUT/videos/{split}/{class}/`` in parallel processes; finished outputs are skipped, so a killed run resumes,
 and outputs are written to a temporary file and renamed, so no half-written video is left.
@@ -18,7 +19,7 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..utils.io import atomic_json_dump, atomic_write
-from .decoders import DecodeError, check_file, probe_pyav
+from .check import index_videos
 from .encoding import write_video
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
@@ -42,15 +43,12 @@ def scan(root: str, splits: list[str], *, underscores: bool = False) -> tuple[li
     return classes, videos
 
 
-def _probe(path: str) -> str:
-    """"" when ``path`` is a readable video, else the reason."""
-    try:
-        check_file(path)
-        if probe_pyav(path).num_frames <= 0:
-            return "no frames"
-    except DecodeError as e:
-        return e.reason
-    return ""
+def _indexed(items: list[tuple[str, str]], index_dir: str, workers: int,
+             label: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """Index ``(path, class)`` items into ``index_dir``: the readable ones, and problem lines for the others."""
+    outcomes = index_videos([p for p, _ in items], index_dir=index_dir, workers=workers, progress=label)
+    good = [item for item, o in zip(items, outcomes) if o.index is not None]
+    return good, [f"{o.path}: {o.reason}" for o in outcomes if o.index is None]
 
 
 def resize_video(src: str, dst: str, short_side: int) -> str:
@@ -85,15 +83,14 @@ def prepare(root: str, out: str, *, splits: list[str], underscores: bool = False
     classes, videos = scan(root, splits, underscores=underscores)
     ids = {c: i for i, c in enumerate(classes)}
     workers = workers or max(1, (os.cpu_count() or 2) - 1)
+    index_dir = os.path.join(out, "frame_index")
     problems: dict[str, list[str]] = {}
     with ProcessPoolExecutor(workers) as pool:
         for split in splits:
             problems[split] = [f"{p}: class {c!r} is not a class of {splits[0]}" for p, c in videos[split] if c not in ids]
             items = [(p, c) for p, c in videos[split] if c in ids]
-            reasons = list(tqdm(pool.map(_probe, [p for p, _ in items], chunksize=16), total=len(items),
-                                desc=f"probe {split}", unit="video"))
-            problems[split] += [f"{p}: {r}" for (p, _), r in zip(items, reasons) if r]
-            good = [(p, c) for (p, c), r in zip(items, reasons) if not r]
+            good, bad = _indexed(items, index_dir, workers, f"index {split}")
+            problems[split] += bad
             if resize:
                 jobs = [(p, os.path.join(os.path.abspath(out), "videos", split, c,
                                          os.path.splitext(os.path.basename(p))[0] + ".mp4"), short_side)
@@ -101,7 +98,9 @@ def prepare(root: str, out: str, *, splits: list[str], underscores: bool = False
                 results = list(tqdm(pool.map(_resize_job, jobs, chunksize=4), total=len(jobs),
                                     desc=f"resize {split}", unit="video"))
                 problems[split] += [f"{dst}: re-encoding failed: {r}" for dst, r in results if r]
-                good = [(dst, c) for (dst, r), (_, c) in zip(results, good) if not r]
+                good, bad = _indexed([(dst, c) for (dst, r), (_, c) in zip(results, good) if not r], index_dir,
+                                     workers, f"index resized {split}")
+                problems[split] += bad
             with atomic_write(os.path.join(out, f"{split}.csv"), "w") as f:
                 f.writelines(f"{os.path.abspath(p)} {ids[c]}\n" for p, c in good)
     if "val" in splits:

@@ -31,7 +31,7 @@ def video_views(cfg, path: str) -> torch.Tensor:  # noqa: ANN001 - a CfgNode
     sampler = MultiClipSampler(data.NUM_FRAMES, data.SAMPLING_RATE, data.TARGET_FPS, cfg.TEST.NUM_ENSEMBLE_VIEWS,
                                data.TEST_OFFSET_FORMULA, protocol=data.SAMPLING_PROTOCOL)
     result = decode_clip(path, sampler, backend=data.DECODING_BACKEND, threads=data.DECODE_THREADS,
-                         timeout_s=data.DECODE_TIMEOUT_S)
+                         timeout_s=data.DECODE_TIMEOUT_S, index_dir=data.FRAME_INDEX_DIR or None)
     frames = torch.from_numpy(result.frames)
     frames = frames.view(cfg.TEST.NUM_ENSEMBLE_VIEWS, data.NUM_FRAMES, *frames.shape[1:])
     scale = multi_view_scale(protocol=data.SAMPLING_PROTOCOL, num_crops=cfg.TEST.NUM_SPATIAL_CROPS,

@@ -11,11 +11,12 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UserError
+
+if TYPE_CHECKING:  # torch is imported where it is used: the atomic writers also serve torch-free processes
+    import torch
 
 
 class UnsafeFileError(UserError):
@@ -32,10 +33,11 @@ _DEFAULT_FILE_MODE = _umask_file_mode()
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
+def atomic_write(path: str | os.PathLike, mode: str = "wb", *, durable: bool = True) -> Iterator[Any]:
     """Open a temporary file next to ``path``; on success fsync and rename it over ``path``.
 
-    On any exception the temporary file is removed and ``path`` is left untouched.
+    On any exception the temporary file is removed and ``path`` is left untouched. ``durable=False`` skips
+    the fsyncs (still atomic: for caches, where a lost write only means recomputing it).
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -49,14 +51,16 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
             yield f
             f.flush()
             os.fchmod(f.fileno(), _DEFAULT_FILE_MODE)  # mkstemp makes 0600; give the usual umask-based mode
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
         with contextlib.suppress(OSError):  # make the rename itself durable
-            dfd = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            if durable:
+                dfd = os.open(folder, os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.remove(tmp)
@@ -113,6 +117,8 @@ def _os_error(error: BaseException | None) -> OSError | None:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` through :func:`atomic_write`."""
+    import torch
+
     with atomic_write(path, "wb") as f:
         torch.save(obj, f)
 
@@ -132,6 +138,8 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
         UnsafeFileError: the file holds objects that need code to rebuild (a pickle payload).
         UserError: the file is missing or not a torch checkpoint.
     """
+    import torch
+
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise UserError(f"Checkpoint {path} does not exist.")

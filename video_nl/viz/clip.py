@@ -56,9 +56,10 @@ def load_clip(cfg: CfgNode, path: str, *, clip_index: int | None = None, start_t
     """
     data = cfg.DATA
     num_clips = cfg.TEST.NUM_ENSEMBLE_VIEWS
-    decode = {"backend": data.DECODING_BACKEND, "threads": data.DECODE_THREADS, "timeout_s": data.DECODE_TIMEOUT_S}
+    decode = {"backend": data.DECODING_BACKEND, "threads": data.DECODE_THREADS, "timeout_s": data.DECODE_TIMEOUT_S,
+              "index_dir": data.FRAME_INDEX_DIR or None}
     if start_time is not None:
-        info = probe(path)
+        info = probe(path, index_dir=decode["index_dir"])
         duration = info.num_frames / info.fps
         if not 0 <= start_time < duration:
             raise UserError(f"--start-time {start_time:g} s is outside {path} (duration {duration:.2f} s).")
