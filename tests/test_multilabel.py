@@ -17,7 +17,7 @@ from video_nl.data.lists import class_counts, list_line, read_video_list
 from video_nl.data.synthetic_multilabel import EVENTS, make_synthetic_multilabel, render, render_event
 from video_nl.engine.losses import build_criterion, class_weights
 from video_nl.engine.metrics import average_precision, mean_average_precision
-from video_nl.engine.multilabel import multi_hot, summarise, write_outputs
+from video_nl.engine.multilabel import gathered_map, multi_hot, summarise, write_outputs
 from video_nl.errors import UserError
 from video_nl.models.head import ResNetHead
 
@@ -221,3 +221,30 @@ def test_i3d_nl_learns_the_multi_label_synthetic_set(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "test" / "summary.json").read_text())
     assert summary["mAP"] > prior + 35, (summary["mAP"], prior)
+
+
+def _gather_on_rank(rank: int, init: str, result_file: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    try:
+        scores, targets = _split_case()
+        mine = slice(0, 3) if rank == 0 else slice(3, 7)  # uneven shares, as a sampler without padding gives
+        value = gathered_map([scores[mine][:2], scores[mine][2:]], [targets[mine][:2], targets[mine][2:]],
+                             num_classes=3)
+        if rank == 0:
+            with open(result_file, "w") as f:
+                f.write(repr(value))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _split_case() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(7, 3, generator=g), (torch.rand(7, 3, generator=g) > 0.5).float()
+
+
+def test_map_is_gathered_over_ranks(tmp_path):
+    """Train/val mAP: each rank's predictions are gathered (real gloo group, 2 processes) before the AP."""
+    result = tmp_path / "map.txt"
+    torch.multiprocessing.spawn(_gather_on_rank, args=(f"file://{tmp_path / 'init'}", str(result)), nprocs=2)
+    scores, targets = _split_case()
+    assert float(result.read_text()) == pytest.approx(mean_average_precision(average_precision(scores, targets)))
