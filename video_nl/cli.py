@@ -25,10 +25,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                "export a model to torch.export (.pt2), ONNX or TorchScript, checked against eager"),
     "info": ("video_nl.models.info", "main", "parameters, GFLOPs and context blocks of a config's model"),
     "convert": ("video_nl.models.weights.convert", "main", "convert/inflate weights from other codebases"),
-    "make-synthetic": ("video_nl.data.synthetic", "main", "write the built-in synthetic spacetime video dataset"),
+    "make-synthetic": ("video_nl.data.synthetic_cli", "main", "write the built-in synthetic spacetime video dataset"),
     "prepare-kinetics": ("video_nl.data.prepare", "main", "build lists (and optionally re-encode) a Kinetics tree"),
     "check-videos": ("video_nl.data.check", "main", "index every video of lists (true frame counts, exact routing) "
                      "and report unreadable, miscounted, VFR, decord-unsafe and too-short files"),
+    "prepare-dataset": ("video_nl.data.prepare_dataset", "main",
+                        "lists from an official download: kinetics, ucf101, hmdb51, ssv2 or charades"),
     "visualize": ("video_nl.viz.attention", "main", "visualise spacetime attention of context blocks for a video"),
     "analyze-attention": ("video_nl.viz.analysis", "main", "GCNet query-independence analysis of NL blocks"),
     "bench": ("video_nl.bench.runner", "main", "benchmarks against peers (ratios measured in one run)"),
@@ -114,6 +116,12 @@ def _build_parser() -> argparse.ArgumentParser:
     ms.add_argument("--fps", type=int, default=None)
     ms.add_argument("--seed", type=int, default=0)
     ms.add_argument("--workers", type=int, default=None, help="parallel encoder processes")
+    ms.add_argument("--multi-label", action="store_true",
+                    help="the multi-label set instead: co-occurring events in the frame's quadrants")
+    ms.add_argument("--train-videos", type=int, default=None, help="--multi-label: train videos (default 240)")
+    ms.add_argument("--val-videos", type=int, default=None, help="--multi-label: val videos (default 60)")
+    ms.add_argument("--event-prob", type=float, default=None,
+                    help="--multi-label: chance that a quadrant holds an event (default 0.5)")
 
     pk = p["prepare-kinetics"]
     pk.add_argument("root", help="folder with {train,val}/{class name}/*.mp4")
@@ -136,6 +144,17 @@ def _build_parser() -> argparse.ArgumentParser:
                                                                 "(default 300)")
     cv.add_argument("--rebuild", action="store_true", help="rebuild every index entry instead of reusing it")
     cv.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pd = p["prepare-dataset"]
+    pd.add_argument("dataset", choices=["kinetics", "ucf101", "hmdb51", "ssv2", "charades"])
+    pd.add_argument("root", help="folder where the official archives were unpacked side by side")
+    pd.add_argument("out", help="output folder for {train,val,test}.csv, classnames.json (and videos with --resize)")
+    pd.add_argument("--split", type=int, default=1, help="official split of ucf101/hmdb51 (1-3)")
+    pd.add_argument("--videos", default=None, help="video folder, when not where the official layout puts it")
+    pd.add_argument("--resize", action="store_true", help="re-encode every video to short side --short-side")
+    pd.add_argument("--short-side", type=int, default=256)
+    pd.add_argument("--workers", type=int, default=None)
+    pd.add_argument("--underscores", action="store_true", help="kinetics: spaces in class names -> underscores")
+    pd.add_argument("--splits", nargs="+", default=["train", "val"], help="kinetics: split folders")
 
     vz = p["visualize"]
     _add_cfg(vz)

@@ -54,6 +54,7 @@ OUT_OF_RANGE = [
     ("TRAIN.CHECKPOINT_PERIOD", "0"), ("TRAIN.CHECKPOINT_PERIOD_ITERS", "-1"), ("TRAIN.KEEP_CHECKPOINTS", "-1"),
     ("TRAIN.LABEL_SMOOTHING", "1.0"), ("TRAIN.LABEL_SMOOTHING", "-0.1"),
     ("TEST.BATCH_SIZE", "0"), ("TEST.NUM_ENSEMBLE_VIEWS", "0"),
+    ("MODEL.CLASS_WEIGHTS", "balance"), ("MODEL.CLASS_WEIGHTS", "[1.0, -2.0]"), ("MODEL.CLASS_WEIGHTS", "{'a': 1}"),
 ]
 
 # Combinations each key of which is valid alone (the first key is the one the message must name).
@@ -71,6 +72,10 @@ INCONSISTENT = [
     ("RESNET.NUM_GROUPS", ["RESNET.DEPTH", "18", "RESNET.NUM_GROUPS", "32"]),
     ("GC.FUSION", ["GC.FUSION", "['channel_add', 'sum']"]),
     ("GC.FUSION", ["GC.FUSION", "[]"]),
+    ("DATA.MULTI_LABEL", ["DATA.MULTI_LABEL", "True"]),
+    ("DATA.MULTI_LABEL", ["DATA.MULTI_LABEL", "True", "MODEL.LOSS_FUNC", "bce_logit"]),
+    ("TRAIN.LABEL_SMOOTHING", ["MODEL.LOSS_FUNC", "bce_logit", "TRAIN.LABEL_SMOOTHING", "0.1"]),
+    ("MODEL.CLASS_WEIGHTS", ["MODEL.NUM_CLASSES", "3", "MODEL.CLASS_WEIGHTS", "[1.0, 2.0]"]),
 ]
 
 

@@ -320,5 +320,33 @@ def validate(cfg: CfgNode) -> None:
     bad_fusion = [f for f in cfg.GC.FUSION if f not in ("channel_add", "channel_mul")]
     if bad_fusion or not cfg.GC.FUSION:
         problems.append(f"GC.FUSION takes channel_add and/or channel_mul, got {cfg.GC.FUSION}")
+    problems += _label_problems(cfg)
     if problems:
         raise ConfigError("Invalid config: " + "; ".join(problems) + ".")
+
+
+def _label_problems(cfg: CfgNode) -> list[str]:
+    """Consistency of multi-label mode, loss, test activation and class weights."""
+    problems = []
+    if cfg.DATA.MULTI_LABEL and cfg.MODEL.LOSS_FUNC != "bce_logit":
+        problems.append("DATA.MULTI_LABEL True needs MODEL.LOSS_FUNC bce_logit (a softmax cannot score several "
+                        f"labels), got {cfg.MODEL.LOSS_FUNC}")
+    if cfg.DATA.MULTI_LABEL and cfg.MODEL.HEAD_ACT != "sigmoid":
+        problems.append(f"DATA.MULTI_LABEL True needs MODEL.HEAD_ACT sigmoid (per-class test scores for mAP), got "
+                        f"{cfg.MODEL.HEAD_ACT}")
+    if cfg.DATA.MULTI_LABEL and cfg.DATA.PATH_LABEL_SEPARATOR == ",":
+        problems.append("DATA.PATH_LABEL_SEPARATOR ',' is ambiguous with comma-separated labels in DATA.MULTI_LABEL "
+                        "lists; use a space, a tab or ';'")
+    if cfg.MODEL.LOSS_FUNC == "bce_logit" and cfg.TRAIN.LABEL_SMOOTHING > 0:
+        problems.append("TRAIN.LABEL_SMOOTHING applies to MODEL.LOSS_FUNC cross_entropy only")
+    weights = cfg.MODEL.CLASS_WEIGHTS
+    if isinstance(weights, str):
+        if weights != "balanced":
+            problems.append(f"MODEL.CLASS_WEIGHTS takes [], a list of floats or balanced, got {weights!r}")
+    elif not isinstance(weights, (list, tuple)) or any(
+            isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0 for w in weights):
+        problems.append(f"MODEL.CLASS_WEIGHTS takes [], a list of floats >= 0 or balanced, got {weights!r}")
+    elif weights and (len(weights) != cfg.MODEL.NUM_CLASSES or max(weights) <= 0):
+        problems.append(f"MODEL.CLASS_WEIGHTS needs one weight per class (MODEL.NUM_CLASSES {cfg.MODEL.NUM_CLASSES}), "
+                        f"not all zero, got {len(weights)} values")
+    return problems

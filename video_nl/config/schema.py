@@ -42,8 +42,14 @@ SCHEMA: dict[str, Any] = {
         "NUM_CLASSES": Key(400, "int", "Number of output classes."),
         "DROPOUT_RATE": Key(0.5, "float", "Dropout before the classifier (train only)."),
         "FC_INIT_STD": Key(0.01, "float", "Std of the Gaussian init of the classifier weights (bias 0)."),
-        "HEAD_ACT": Key("softmax", "str", "Activation applied per position in eval mode before averaging positions.",
-                        ("softmax", "none")),
+        "HEAD_ACT": Key("softmax", "str", "Test-time class scores: softmax, sigmoid (per class, multi-label; "
+                        "applied per position in fully-convolutional eval before averaging positions) or none "
+                        "(positions' logits averaged, then softmax).", ("softmax", "sigmoid", "none")),
+        "LOSS_FUNC": Key("cross_entropy", "str", "Training loss: cross_entropy (softmax, one label per video) or "
+                         "bce_logit (per-class sigmoid + binary cross-entropy; multi-label, or one-hot targets).",
+                         ("cross_entropy", "bce_logit")),
+        "CLASS_WEIGHTS": Key([], "any", "Per-class loss weights (both losses): [] (none), a list of NUM_CLASSES "
+                             "floats, or balanced (inverse frequency in the train list: mean count / class count)."),
         "INPUT_CONVENTION": Key("rgb_0.45_0.225", "str", "Input convention the weights expect (recorded in checkpoints)."),
     },
     "RESNET": {
@@ -119,6 +125,8 @@ SCHEMA: dict[str, Any] = {
         "TRAIN_LIST": Key("", "str", "Train list file (default: PATH_TO_DATA_DIR/train.csv)."),
         "VAL_LIST": Key("", "str", "Val list file (default: PATH_TO_DATA_DIR/val.csv)."),
         "TEST_LIST": Key("", "str", "Test list file (default: PATH_TO_DATA_DIR/test.csv)."),
+        "MULTI_LABEL": Key(False, "bool", "Multi-label lists (`path l1,l2,...` or `path l1 l2 ...`; a video may have "
+                           "no label). Needs MODEL.LOSS_FUNC bce_logit and MODEL.HEAD_ACT sigmoid; metrics become mAP."),
         "CLASSNAMES_FILE": Key("", "str", "Class names (json name->id or txt one per line); default "
                                "PATH_TO_DATA_DIR/classnames.json if present."),
         "NUM_FRAMES": Key(8, "int", "Frames per clip."),
@@ -185,6 +193,9 @@ SCHEMA: dict[str, Any] = {
         "AUTO_RESUME": Key(True, "bool", "Resume from the newest readable checkpoint in OUTPUT_DIR/checkpoints."),
         "CHECKPOINT_FILE_PATH": Key("", "str", "Initial weights (video_nl checkpoint or 2D ImageNet weights)."),
         "CHECKPOINT_INFLATE": Key(False, "bool", "Inflate 2D weights in CHECKPOINT_FILE_PATH to 3D."),
+        "CHECKPOINT_REINIT_HEAD": Key(False, "bool", "Fine-tuning: do not load the classifier (head.*) of "
+                                      "CHECKPOINT_FILE_PATH, re-initialise it (logged). Without it a classifier of "
+                                      "another shape is an error."),
         "MIXED_PRECISION": Key("none", "str", "none, bf16 (autocast on cpu/cuda) or fp16 (cuda, with GradScaler).",
                                ("none", "bf16", "fp16")),
         "DETERMINISTIC": Key(False, "bool", "Deterministic algorithms (bitwise-repeatable CPU runs)."),
@@ -198,7 +209,8 @@ SCHEMA: dict[str, Any] = {
         "CHECKPOINT_FILE_PATH": Key("", "str", "Checkpoint to test (default: newest in OUTPUT_DIR/checkpoints)."),
         "NUM_ENSEMBLE_VIEWS": Key(10, "int", "Temporal clips per video."),
         "NUM_SPATIAL_CROPS": Key(3, "int", "Spatial crops per clip: 3 (left/centre/right) or 1 (centre).", (1, 3)),
-        "ENSEMBLE_METHOD": Key("sum", "str", "Aggregation of per-view softmax scores.", ("sum", "max")),
+        "ENSEMBLE_METHOD": Key("sum", "str", "Aggregation of per-view scores (softmax, or sigmoid with HEAD_ACT "
+                               "sigmoid): sum (reported as the mean) or max (Charades protocol).", ("sum", "max")),
         "VIEWS_SWEEP": Key(False, "bool", "Also report 1/3/5/10-clip accuracies from the same pass."),
         "DECODE_ONCE": Key(True, "bool", "Decode the union of all views' frames once per video."),
     },

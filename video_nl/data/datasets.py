@@ -93,7 +93,7 @@ def read_split(cfg: Any, split: str) -> tuple[str, list[VideoEntry], list[ListPr
     classnames = load_classnames(names_file) if data.CLASSNAMES_FILE or os.path.isfile(names_file) else None
     entries, problems = read_video_list(path, fmt=data.LIST_FORMAT, separator=data.PATH_LABEL_SEPARATOR,
                                         prefix=data.PATH_PREFIX, num_classes=cfg.MODEL.NUM_CLASSES,
-                                        classnames=classnames)
+                                        classnames=classnames, multi_label=data.MULTI_LABEL)
     return path, entries, problems
 
 
@@ -114,9 +114,18 @@ class _ListDataset(Dataset):
                        self.list_path)
         self.mean, self.std = list(data.MEAN), list(data.STD)
         self.seed = cfg.RNG_SEED
+        self.num_classes, self.multi_label = cfg.MODEL.NUM_CLASSES, data.MULTI_LABEL
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def target(self, entry: VideoEntry) -> int | torch.Tensor:
+        """The training target of ``entry``: its class id, or a float multi-hot ``K`` vector (multi-label)."""
+        if not self.multi_label:
+            return entry.label
+        target = torch.zeros(self.num_classes)
+        target[list(entry.labels)] = 1.0
+        return target
 
     def failure_tracker(self, max_ratio: float) -> FailureTracker:
         """A tracker for this list, already holding its dropped lines."""
@@ -126,7 +135,8 @@ class _ListDataset(Dataset):
 
 class VideoClipDataset(_ListDataset):
     """Train/val: one clip per video. Item (key ``index`` or ``(epoch, index)``):
-    ``video`` float ``3×T×crop×crop``, ``label`` int, ``index`` int (of the video used), ``failures``
+    ``video`` float ``3×T×crop×crop``, ``label`` int (multi-label: float multi-hot ``K``, see :meth:`target`),
+    ``index`` int (of the video used), ``failures``
     list of ``(path, reason)`` of videos that failed before it."""
 
     def __init__(self, cfg: Any, split: str = "train"):
@@ -161,7 +171,7 @@ class VideoClipDataset(_ListDataset):
             video = clip_transform(torch.from_numpy(result.frames), protocol=self.protocol, seed=seed,
                                    jitter_scales=self.jitter, crop_size=self.crop, flip=self.flip, mean=self.mean,
                                    std=self.std)
-            return {"video": video, "label": entry.label, "index": current, "failures": failures}
+            return {"video": video, "label": self.target(entry), "index": current, "failures": failures}
         examples = "; ".join(f"{p}: {r}" for p, r in failures[:3])
         raise UserError(f"{self.max_attempts} videos in a row failed to decode in the {self.split} list "
                         f"{self.list_path}. Examples: {examples}.")
@@ -169,7 +179,8 @@ class VideoClipDataset(_ListDataset):
 
 class MultiViewDataset(_ListDataset):
     """Test: every view of a video. Item: ``views`` float ``V×3×T×c×c`` (V = clips × crops, clip-major),
-    ``label``, ``index``, ``path``, ``ok`` and ``failure`` (reason, or ""). A failed video has ``ok=False``
+    ``label`` (multi-label: the list of the video's classes), ``index``, ``path``, ``ok`` and ``failure``
+    (reason, or ""). A failed video has ``ok=False``
     and ``V = 0``. With ``decode_once`` the union of all clips' frames is decoded in one pass."""
 
     def __init__(self, cfg: Any, split: str = "test", *, decode_once: bool | None = None,
@@ -185,7 +196,8 @@ class MultiViewDataset(_ListDataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         index = key[1] if isinstance(key, tuple) else key
         entry = self.entries[index]
-        item = {"label": entry.label, "index": index, "path": entry.path, "ok": True, "failure": ""}
+        label = list(entry.labels) if self.multi_label else entry.label
+        item = {"label": label, "index": index, "path": entry.path, "ok": True, "failure": ""}
         try:
             item["views"] = self._views_once(entry.path) if self.decode_once else self._views_per_view(entry.path)
         except DecodeError as e:
@@ -248,9 +260,11 @@ class EpochSampler(Sampler):
 
 
 def collate_clips(batch: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack ``video`` (``B×3×T×H×W``), ``label`` and ``index`` (LongTensor[B]); concatenate ``failures``."""
+    """Stack ``video`` (``B×3×T×H×W``), ``label`` (LongTensor[B], or ``B×K`` multi-hot) and ``index``
+    (LongTensor[B]); concatenate ``failures``."""
+    labels = [b["label"] for b in batch]
     return {"video": torch.stack([b["video"] for b in batch]),
-            "label": torch.tensor([b["label"] for b in batch], dtype=torch.long),
+            "label": torch.stack(labels) if torch.is_tensor(labels[0]) else torch.tensor(labels, dtype=torch.long),
             "index": torch.tensor([b["index"] for b in batch], dtype=torch.long),
             "failures": [f for b in batch for f in b["failures"]]}
 

@@ -4,25 +4,34 @@ Every format is one video per line, ``<path><sep><label>``: the label is the *la
 contain the separator (a space for MMAction2/Caffe2, ``DATA.PATH_LABEL_SEPARATOR`` for csv). A label may
 also be a class name when class names are known. Malformed lines and labels outside ``[0, num_classes)``
 are not fatal: they come back as :class:`ListProblem` (line number + reason) and count as failures.
+
+Multi-label lists (``DATA.MULTI_LABEL``): ``<path><sep>l1,l2,...`` (PySlowFast's Charades form) or
+``<path> l1 l2 ...`` (MMAction2's ``multi_class`` form); a line with the path alone is a video with no label
+(all classes negative). With a space separator the label fields are read from the right for as long as
+they parse as labels, and the first field always belongs to the path.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UserError
 
 FORMATS = ("csv", "mmaction2", "caffe2")
+_NUMERIC_LABELS = re.compile(r"-?\d+(,-?\d+)*,?")
 
 
 @dataclass(frozen=True)
 class VideoEntry:
-    """One video of a list: full path (prefix applied) and integer label."""
+    """One video of a list: full path (prefix applied) and integer label; in multi-label lists ``label`` is
+    -1 and ``labels`` holds the video's classes (sorted, possibly none)."""
 
     path: str
     label: int
+    labels: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,9 +94,27 @@ def class_names(cfg: Any) -> list[str]:
     return names if len(names) == cfg.MODEL.NUM_CLASSES else [str(i) for i in range(cfg.MODEL.NUM_CLASSES)]
 
 
+def list_line(path: str, labels: int | tuple[int, ...] | list[int]) -> str:
+    """One list line (newline included): ``path label``, or ``path l1,l2,...`` for a multi-label video
+    (PySlowFast's Charades form; the path alone when it has no label)."""
+    if isinstance(labels, int):
+        return f"{path} {labels}\n"
+    return f"{path} {','.join(str(c) for c in labels)}".rstrip() + "\n"
+
+
+def class_counts(entries: list[VideoEntry], num_classes: int) -> list[int]:
+    """Videos per class (a multi-label video counts once for each of its classes)."""
+    counts = [0] * num_classes
+    for e in entries:
+        for c in (e.labels if e.label < 0 else (e.label,)):
+            counts[c] += 1
+    return counts
+
+
 def read_video_list(path: str, *, fmt: str = "auto", separator: str = " ", prefix: str = "",
                     num_classes: int | None = None, classnames: list[str] | None = None,
-                    labels_optional: bool = False) -> tuple[list[VideoEntry], list[ListProblem]]:
+                    labels_optional: bool = False,
+                    multi_label: bool = False) -> tuple[list[VideoEntry], list[ListProblem]]:
     """Read a video list; returns the valid entries and the dropped lines.
 
     Args:
@@ -97,8 +124,10 @@ def read_video_list(path: str, *, fmt: str = "auto", separator: str = " ", prefi
         num_classes: labels must lie in ``[0, num_classes)`` when given.
         classnames: lets a label field be a class name.
         labels_optional: a line whose last field is not a label is one path with label -1 (unlabelled lists).
+        multi_label: read several (or no) labels per video (see the module docstring).
     Raises:
-        UserError: the list file does not exist or holds no valid line.
+        UserError: the list file does not exist or holds no valid line, or is a frame list (PySlowFast's
+            Charades frame-list csv, which names frames, not videos).
     """
     if not os.path.isfile(path):
         raise UserError(f"Video list {path} does not exist (set DATA.PATH_TO_DATA_DIR or DATA.*_LIST).")
@@ -113,7 +142,11 @@ def read_video_list(path: str, *, fmt: str = "auto", separator: str = " ", prefi
             line = raw.strip()
             if not line or line.startswith("#"):
                 continue
-            entry, reason = _parse(line, sep, prefix, ids, num_classes)
+            if line.startswith("original_vido_id"):
+                raise UserError(f"{path} is a PySlowFast frame list (header {line[:60]!r}); video_nl reads videos: "
+                                f"list one video per line (`video-nl prepare-dataset charades` writes such lists).")
+            parse = _parse_multi if multi_label else _parse
+            entry, reason = parse(line, sep, prefix, ids, num_classes)
             if entry is None and labels_optional:
                 entry = VideoEntry(os.path.join(prefix, line) if prefix else line, -1)
             if entry is None:
@@ -132,12 +165,55 @@ def _parse(line: str, sep: str, prefix: str, ids: dict[str, int],
     if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
         return None, "expected '<path><separator><label>'"
     video, label_text = parts[0].strip(), parts[1].strip()
-    if label_text.lstrip("-").isdigit():
-        label = int(label_text)
-    elif label_text in ids:
-        label = ids[label_text]
+    label, reason = _label(label_text, ids, num_classes)
+    if label is None:
+        return None, reason
+    return VideoEntry(os.path.join(prefix, video) if prefix else video, label), ""
+
+
+def _label(text: str, ids: dict[str, int], num_classes: int | None) -> tuple[int | None, str]:
+    """The class id of one label field (an integer or a known class name), or None and the reason."""
+    if text.lstrip("-").isdigit():
+        label = int(text)
+    elif text in ids:
+        label = ids[text]
     else:
-        return None, f"label {label_text!r} is not an integer{' or a known class name' if ids else ''}"
+        return None, f"label {text!r} is not an integer{' or a known class name' if ids else ''}"
     if label < 0 or (num_classes is not None and label >= num_classes):
         return None, f"label {label} outside [0, {num_classes}) (MODEL.NUM_CLASSES)"
-    return VideoEntry(os.path.join(prefix, video) if prefix else video, label), ""
+    return label, ""
+
+
+def _labels(text: str, ids: dict[str, int], num_classes: int | None) -> tuple[list[int] | None, str]:
+    """The class ids of a comma- and/or space-separated label field (empty → none)."""
+    labels = []
+    for part in text.replace(",", " ").split():
+        label, reason = _label(part, ids, num_classes)
+        if label is None:
+            return None, reason
+        labels.append(label)
+    return labels, ""
+
+
+def _parse_multi(line: str, sep: str, prefix: str, ids: dict[str, int],
+                 num_classes: int | None) -> tuple[VideoEntry | None, str]:
+    labels: list[int] = []
+    if sep.strip():  # path<sep>labels, or the path alone
+        video, _, label_text = line.rpartition(sep) if sep in line else (line, "", "")
+        found, reason = _labels(label_text, ids, num_classes)
+        if found is None:
+            return None, reason
+        labels = found
+    else:  # label fields from the right while they parse; the first field is always the path
+        video = line
+        while len(parts := video.rsplit(None, 1)) == 2:
+            found, reason = _labels(parts[1], ids, num_classes)
+            if found is None:
+                if _NUMERIC_LABELS.fullmatch(parts[1]):  # a label, but out of range: not part of the path
+                    return None, reason
+                break
+            video, labels = parts[0], found + labels
+    video = video.strip()
+    if not video:
+        return None, "expected '<path>[<separator><labels>]'"
+    return VideoEntry(os.path.join(prefix, video) if prefix else video, -1, tuple(sorted(set(labels)))), ""

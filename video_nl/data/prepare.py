@@ -43,10 +43,10 @@ def scan(root: str, splits: list[str], *, underscores: bool = False) -> tuple[li
     return classes, videos
 
 
-def _indexed(items: list[tuple[str, str]], index_dir: str, workers: int,
-             label: str) -> tuple[list[tuple[str, str]], list[str]]:
-    """Index ``(path, class)`` items into ``index_dir``: the readable ones, and problem lines for the others."""
-    outcomes = index_videos([p for p, _ in items], index_dir=index_dir, workers=workers, progress=label)
+def index_items(items: list[tuple], index_dir: str, workers: int, label: str) -> tuple[list[tuple], list[str]]:
+    """Index the videos of ``items`` (tuples whose first element is the video's path) into ``index_dir`` in
+    ``workers`` processes with a progress bar: the readable items, and ``"path: reason"`` lines for the others."""
+    outcomes = index_videos([item[0] for item in items], index_dir=index_dir, workers=workers, progress=label)
     good = [item for item, o in zip(items, outcomes) if o.index is not None]
     return good, [f"{o.path}: {o.reason}" for o in outcomes if o.index is None]
 
@@ -69,7 +69,8 @@ def resize_video(src: str, dst: str, short_side: int) -> str:
     return dst
 
 
-def _resize_job(job: tuple[str, str, int]) -> tuple[str, str]:
+def resize_job(job: tuple[str, str, int]) -> tuple[str, str]:
+    """``(src, dst, short_side)`` → ``(dst, "")``, or ``(dst, reason)`` when re-encoding failed (for a process pool)."""
     src, dst, short_side = job
     try:
         return resize_video(src, dst, short_side), ""
@@ -89,16 +90,16 @@ def prepare(root: str, out: str, *, splits: list[str], underscores: bool = False
         for split in splits:
             problems[split] = [f"{p}: class {c!r} is not a class of {splits[0]}" for p, c in videos[split] if c not in ids]
             items = [(p, c) for p, c in videos[split] if c in ids]
-            good, bad = _indexed(items, index_dir, workers, f"index {split}")
+            good, bad = index_items(items, index_dir, workers, f"index {split}")
             problems[split] += bad
             if resize:
                 jobs = [(p, os.path.join(os.path.abspath(out), "videos", split, c,
                                          os.path.splitext(os.path.basename(p))[0] + ".mp4"), short_side)
                         for p, c in good]
-                results = list(tqdm(pool.map(_resize_job, jobs, chunksize=4), total=len(jobs),
+                results = list(tqdm(pool.map(resize_job, jobs, chunksize=4), total=len(jobs),
                                     desc=f"resize {split}", unit="video"))
                 problems[split] += [f"{dst}: re-encoding failed: {r}" for dst, r in results if r]
-                good, bad = _indexed([(dst, c) for (dst, r), (_, c) in zip(results, good) if not r], index_dir,
+                good, bad = index_items([(dst, c) for (dst, r), (_, c) in zip(results, good) if not r], index_dir,
                                      workers, f"index resized {split}")
                 problems[split] += bad
             with atomic_write(os.path.join(out, f"{split}.csv"), "w") as f:

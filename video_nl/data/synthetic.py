@@ -25,15 +25,16 @@ whole relation), ``DATA.TRAIN_JITTER_SCALES [32, 36]``, ``DATA.TRAIN_CROP_SIZE 3
 """
 from __future__ import annotations
 
-import argparse
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from typing import Any
 
 import numpy as np
 
 from ..utils.io import atomic_json_dump, atomic_write
 from .encoding import write_video
+from .lists import list_line
 
 PAIRS = (("move_down", "move_up"), ("top_then_bottom", "bottom_then_top"), ("grow", "shrink"),
          ("change_early", "change_late"))
@@ -145,23 +146,22 @@ def make_synthetic(out: str, *, classes: int = 8, train_per_class: int = 40, val
                 video_seed = int(np.random.SeedSequence([seed, split_seed[split], label, i]).generate_state(1)[0])
                 tasks.append((path, label, video_seed, frames, size, fps))
                 lists[split].append((path, label))
-    workers = workers or min(4, os.cpu_count() or 1)
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            list(pool.map(_job, tasks, chunksize=8))
-    else:
-        for task in tasks:
-            _job(task)
-    for split, name in (("train", "train"), ("val", "val"), ("val", "test")):
-        with atomic_write(os.path.join(out, f"{name}.csv"), "w") as f:
-            f.writelines(f"{path} {label}\n" for path, label in lists[split])
-    atomic_json_dump({CLASSNAMES[i]: i for i in range(classes)}, os.path.join(out, "classnames.json"))
+    write_dataset(out, _job, tasks, lists, CLASSNAMES[:classes], workers=workers)
     return lists
 
 
-def main(args: argparse.Namespace) -> None:
-    """``video-nl make-synthetic OUT [--classes K ...]``."""
-    options = {k: getattr(args, k) for k in DEFAULTS if getattr(args, k, None) is not None}
-    lists = make_synthetic(args.out, seed=args.seed, workers=args.workers, **{**DEFAULTS, **options})
-    print(f"wrote {len(lists['train'])} train and {len(lists['val'])} val videos to {os.path.abspath(args.out)} "
-          f"(set DATA.PATH_TO_DATA_DIR {os.path.abspath(args.out)})")
+def write_dataset(out: str, job: Callable[[Any], str], tasks: list, lists: dict[str, list[tuple[str, Any]]],
+                  classnames: Sequence[str], *, workers: int | None) -> None:
+    """Run ``job`` (encode one video) on every task in ``workers`` processes, then write ``train.csv``,
+    ``val.csv``, ``test.csv`` (the val videos) from ``lists`` (``(path, label or labels)``) and classnames.json."""
+    workers = workers or min(4, os.cpu_count() or 1)
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            list(pool.map(job, tasks, chunksize=8))
+    else:
+        for task in tasks:
+            job(task)
+    for split, name in (("train", "train"), ("val", "val"), ("val", "test")):
+        with atomic_write(os.path.join(out, f"{name}.csv"), "w") as f:
+            f.writelines(list_line(path, labels) for path, labels in lists[split])
+    atomic_json_dump({name: i for i, name in enumerate(classnames)}, os.path.join(out, "classnames.json"))

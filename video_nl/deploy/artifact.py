@@ -49,12 +49,13 @@ VIEW_TEST_KEYS = ("NUM_ENSEMBLE_VIEWS", "NUM_SPATIAL_CROPS", "ENSEMBLE_METHOD")
 
 def input_settings(cfg: Any, clip: tuple[int, int, int]) -> dict:
     """The config keys that turn a video into the artifact's views: DATA (less :data:`RUNTIME_DATA_KEYS`) and
-    the views of TEST, with ``DATA.NUM_FRAMES`` and ``DATA.TEST_CROP_SIZE`` set to the exported clip."""
+    the views of TEST, with ``DATA.NUM_FRAMES`` and ``DATA.TEST_CROP_SIZE`` set to the exported clip, and
+    ``MODEL.HEAD_ACT`` (softmax or per-class sigmoid scores)."""
     data = {k: v for k, v in cfg.DATA.to_dict().items() if k not in RUNTIME_DATA_KEYS}
     data["NUM_FRAMES"] = clip[0]
     if clip[1] == clip[2]:
         data["TEST_CROP_SIZE"] = clip[1]
-    return {"DATA": data, "TEST": {k: cfg.TEST[k] for k in VIEW_TEST_KEYS}}
+    return {"DATA": data, "TEST": {k: cfg.TEST[k] for k in VIEW_TEST_KEYS}, "MODEL": {"HEAD_ACT": cfg.MODEL.HEAD_ACT}}
 
 
 def apply_input_settings(cfg: Any, meta: dict) -> Any:

@@ -3,7 +3,9 @@
 Per video: ``TEST.NUM_ENSEMBLE_VIEWS × TEST.NUM_SPATIAL_CROPS`` views at ``DATA.TEST_CROP_SIZE``; the model's
 output is softmaxed per view (it is log-mean-prob on maps larger than the training window, logits
 otherwise — softmax gives the view's class distribution either way), then aggregated with
-``TEST.ENSEMBLE_METHOD`` (sum → reported as the mean probability, or max). Under DDP each rank scores
+``TEST.ENSEMBLE_METHOD`` (sum → reported as the mean probability, or max). With ``MODEL.HEAD_ACT sigmoid``
+each view gets per-class sigmoid scores instead (multi-label, ``DATA.MULTI_LABEL``: mAP, see
+:mod:`video_nl.engine.multilabel`). Under DDP each rank scores
 ``indices[rank::world]``; ``(index, scores)`` pairs are gathered and deduplicated by index. A video that
 fails to decode counts as wrong; when more than ``DATA.MAX_FAILURE_RATIO`` of the list failed, the test stops
 with an error naming examples after writing its outputs (same decision on every rank). ``TEST.VIEWS_SWEEP``
@@ -29,7 +31,8 @@ from . import distributed as du
 from .failures import check_all_ranks
 from .logging import Progress, StatsLogger, prepare_output_dir, tensorboard_dir
 from .runtime import autocast, iterate, load_model
-from .metrics import confusion_matrix, mean_class_accuracy, per_class_accuracy, topk_correct
+from .metrics import confusion_matrix, mean_class_accuracy, per_class_accuracy, top_classes, topk_correct
+from . import multilabel
 
 SWEEP_CLIPS = (1, 3, 5, 10)
 
@@ -54,13 +57,14 @@ def resolve_checkpoint(cfg: Any, explicit: str | None) -> str:
 
 @torch.no_grad()
 def view_probs(model: torch.nn.Module, views: torch.Tensor, *, chunk: int, device: torch.device,
-               autocast: Any) -> torch.Tensor:
-    """Softmax class distribution of each view (``V×3×T×H×W`` → ``V×K``), ``chunk`` views per forward."""
+               autocast: Any, act: str = "softmax") -> torch.Tensor:
+    """Class scores of each view (``V×3×T×H×W`` → ``V×K``), ``chunk`` views per forward: the softmax
+    distribution, or per-class sigmoid probabilities with ``act="sigmoid"`` (``MODEL.HEAD_ACT``)."""
     out = []
     for start in range(0, len(views), chunk):
         with autocast:
-            logits = model(views[start:start + chunk].to(device, non_blocking=True))
-        out.append(torch.softmax(logits.float(), dim=1).cpu())
+            logits = model(views[start:start + chunk].to(device, non_blocking=True)).float()
+        out.append((torch.sigmoid(logits) if act == "sigmoid" else torch.softmax(logits, dim=1)).cpu())
     return torch.cat(out)
 
 
@@ -89,11 +93,12 @@ def score_videos(cfg: Any, info: du.DistInfo, model: torch.nn.Module, loader: to
     progress = Progress(total=len(loader), start=0, desc="test", enabled=info.is_main, period=cfg.LOG_PERIOD)
     records = []
     for n, item in enumerate(iterate(loader), start=1):
-        record = {"index": int(item["index"]), "path": item["path"], "label": int(item["label"]),
+        label = [int(c) for c in item["label"]] if cfg.DATA.MULTI_LABEL else int(item["label"])
+        record = {"index": int(item["index"]), "path": item["path"], "label": label,
                   "ok": bool(item["ok"]), "failure": item["failure"], "scores": None, "first": None, "sweep": {}}
         if item["ok"]:
             probs = view_probs(model, item["views"], chunk=chunk, device=info.device,
-                               autocast=autocast(cfg, info.device))
+                               autocast=autocast(cfg, info.device), act=cfg.MODEL.HEAD_ACT)
             record.update(scores=aggregate(probs, method=cfg.TEST.ENSEMBLE_METHOD), first=probs[0])
             if cfg.TEST.VIEWS_SWEEP:
                 record["sweep"] = sweep_scores(probs, num_clips=clips, num_crops=crops,
@@ -131,7 +136,10 @@ def accuracy(scores: torch.Tensor, labels: torch.Tensor, ok: torch.Tensor) -> tu
 
 
 def summarise(cfg: Any, records: list[dict], *, checkpoint: str) -> dict:
-    """summary.json's content: top-1/top-5/mean-class accuracy (percent), first-view top-1, sweep, counts."""
+    """summary.json's content: top-1/top-5/mean-class accuracy (percent), first-view top-1, sweep, counts
+    (mAP instead with ``DATA.MULTI_LABEL``)."""
+    if cfg.DATA.MULTI_LABEL:
+        return multilabel.summarise(cfg, records, checkpoint=checkpoint)
     k = cfg.MODEL.NUM_CLASSES
     labels = torch.tensor([r["label"] for r in records], dtype=torch.long)
     ok = torch.tensor([r["ok"] for r in records], dtype=torch.bool)
@@ -161,6 +169,8 @@ def summarise(cfg: Any, records: list[dict], *, checkpoint: str) -> dict:
 
 def write_outputs(cfg: Any, records: list[dict], summary: dict, names: list[str]) -> str:
     """predictions.json, summary.json, per_class.csv and confusion_matrix.png under ``OUTPUT_DIR/test``."""
+    if cfg.DATA.MULTI_LABEL:
+        return multilabel.write_outputs(cfg, records, summary, names)
     out = os.path.join(cfg.OUTPUT_DIR, "test")
     k = cfg.MODEL.NUM_CLASSES
     preds = []
@@ -168,8 +178,7 @@ def write_outputs(cfg: Any, records: list[dict], summary: dict, names: list[str]
         entry = {"index": r["index"], "path": r["path"], "label": r["label"], "label_name": names[r["label"]],
                  "ok": r["ok"], "failure": r["failure"], "top5": []}
         if r["ok"]:
-            values, ids = r["scores"].topk(min(5, k))
-            entry["top5"] = [{"class": int(i), "name": names[int(i)], "score": float(v)} for v, i in zip(values, ids)]
+            entry["top5"] = top_classes(r["scores"], names)
         preds.append(entry)
     atomic_json_dump(preds, os.path.join(out, "predictions.json"))
     atomic_json_dump(summary, os.path.join(out, "summary.json"))
@@ -243,9 +252,12 @@ def run_test(cfg: Any, info: du.DistInfo, *, checkpoint: str | None = None,
         if info.is_main:
             out = write_outputs(cfg, records, summary, class_names(cfg))
             stats.log("test_final", {k: v for k, v in summary.items() if not isinstance(v, dict)}, step=0)
-            stats.info(f"test: top-1 {summary['top1']:.2f}  top-5 {summary['top5']:.2f}  mean-class "
-                       f"{summary['mean_class_acc']:.2f}  ({summary['num_videos']} videos, {summary['num_failed']} "
-                       f"failed); results in {out}")
+            if cfg.DATA.MULTI_LABEL:
+                stats.info(f"{multilabel.summary_line(summary)}; results in {out}")
+            else:
+                stats.info(f"test: top-1 {summary['top1']:.2f}  top-5 {summary['top5']:.2f}  mean-class "
+                           f"{summary['mean_class_acc']:.2f}  ({summary['num_videos']} videos, "
+                           f"{summary['num_failed']} failed); results in {out}")
         du.barrier()
         check_all_ranks(loader.failures)  # after the outputs are written: a stop loses no results
         return summary

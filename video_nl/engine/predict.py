@@ -1,8 +1,9 @@
 """``video-nl predict``: top-k class names with scores for one video, using the test views of the config.
 
 The video is decoded into ``TEST.NUM_ENSEMBLE_VIEWS × TEST.NUM_SPATIAL_CROPS`` views at ``DATA.TEST_CROP_SIZE``
-(the same sampling and crops as ``video-nl test``), each view is softmaxed and the views are aggregated with
-``TEST.ENSEMBLE_METHOD``. Class names come from ``DATA.CLASSNAMES_FILE`` / the data dir's classnames.json.
+(the same sampling and crops as ``video-nl test``), each view is softmaxed (per-class sigmoid with
+``MODEL.HEAD_ACT sigmoid``: multi-label scores) and the views are aggregated with ``TEST.ENSEMBLE_METHOD``.
+Class names come from ``DATA.CLASSNAMES_FILE`` / the data dir's classnames.json.
 With ``--model FILE`` (a ``video-nl export`` artifact) views, class names and ensemble come from its metadata.
 """
 from __future__ import annotations
@@ -14,10 +15,11 @@ import os
 
 import torch
 
+from ..data.lists import class_names
 from ..errors import UserError
 from . import distributed as du
-from ..data.lists import class_names
 from .evaluate import aggregate, view_probs
+from .metrics import top_classes
 from .runtime import autocast, load_model
 
 
@@ -49,11 +51,10 @@ def predict(cfg, *, checkpoint: str, video: str, topk: int) -> list[dict]:  # no
     info = du.DistInfo(rank=0, world_size=1, local_rank=0, device=du.resolve_device(cfg.DEVICE))
     model = load_model(cfg, info, checkpoint)
     probs = view_probs(model, video_views(cfg, video), chunk=max(cfg.TEST.BATCH_SIZE, 1), device=info.device,
-                       autocast=autocast(cfg, info.device))
+                       autocast=autocast(cfg, info.device), act=cfg.MODEL.HEAD_ACT)
     scores = aggregate(probs, method=cfg.TEST.ENSEMBLE_METHOD)
     names = class_names(cfg)
-    values, ids = scores.topk(min(topk, len(scores)))
-    return [{"class": int(i), "name": names[int(i)], "score": float(v)} for v, i in zip(values, ids)]
+    return top_classes(scores, names, k=topk)
 
 
 def predict_artifact(cfg, *, model: str, video: str, topk: int) -> list[dict]:  # noqa: ANN001 - a CfgNode
@@ -71,11 +72,9 @@ def predict_artifact(cfg, *, model: str, video: str, topk: int) -> list[dict]:  
         raise UserError(f"{model} takes {artifact.clip[1]}x{artifact.clip[2]} frames; predict makes square test "
                         f"crops, so export with a square --clip T,S,S.")
     probs = view_probs(artifact, video_views(view_cfg, video), chunk=artifact.batch or max(cfg.TEST.BATCH_SIZE, 1),
-                       device=torch.device("cpu"), autocast=contextlib.nullcontext())
+                       device=torch.device("cpu"), autocast=contextlib.nullcontext(), act=view_cfg.MODEL.HEAD_ACT)
     scores = aggregate(probs, method=view_cfg.TEST.ENSEMBLE_METHOD)
-    values, ids = scores.topk(min(topk, len(scores)))
-    names = artifact.class_names
-    return [{"class": int(i), "name": names[int(i)], "score": float(v)} for v, i in zip(values, ids)]
+    return top_classes(scores, artifact.class_names, k=topk)
 
 
 def main(args: argparse.Namespace) -> int | None:

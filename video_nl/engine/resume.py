@@ -9,21 +9,35 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import torch
 from torch import nn
 
 from .. import __version__
+from ..errors import UserError
 from ..utils.io import safe_torch_load
 from . import checkpoint as ckpt
 from . import distributed as du
 from .logging import StatsLogger
 from .state import Run
 
+HEAD_PREFIX = "head."  # the classifier's state-dict prefix (``VideoResNet.head``)
+
 
 def init_weights(cfg: Any, model: nn.Module, stats: StatsLogger) -> None:
     """Initialise from ``TRAIN.CHECKPOINT_FILE_PATH``: 2D weights inflated, or any video_nl checkpoint.
 
-    Tensors whose shape differs (a classifier for another class count) keep their initialisation.
+    With ``TRAIN.CHECKPOINT_REINIT_HEAD`` the checkpoint's classifier (``head.*``) is not loaded: the model's
+    freshly initialised one is kept (fine-tuning on another label set), and the log says so. Every other
+    checkpoint tensor the model has must have the model's shape. Model tensors the checkpoint lacks (e.g.
+    non-local blocks when starting from an I3D baseline) keep their initialisation; both they and checkpoint
+    tensors the model has no place for are listed in the log.
+
+    Raises:
+        UserError: a tensor's shape differs (naming the tensors, and ``TRAIN.CHECKPOINT_REINIT_HEAD`` when it
+            is the classifier, e.g. a Kinetics-400 checkpoint for a 101-class model).
     """
+    from ..models.weights.common import key_listing
+
     path = cfg.TRAIN.CHECKPOINT_FILE_PATH
     target = ckpt.unwrap(model)
     own = target.state_dict()
@@ -36,11 +50,42 @@ def init_weights(cfg: Any, model: nn.Module, stats: StatsLogger) -> None:
         from ..models.weights.common import unwrap_state_dict
 
         state = unwrap_state_dict(safe_torch_load(path), path=path)
-    kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    skipped = sorted(set(own) - set(kept))
+    reinit = cfg.TRAIN.CHECKPOINT_REINIT_HEAD
+    head = {k: v for k, v in state.items() if k.startswith(HEAD_PREFIX)} if reinit else {}
+    state = {k: v for k, v in state.items() if k not in head}
+    _check_shapes(state, own, path=path)
+    kept = {k: v for k, v in state.items() if k in own}
     target.load_state_dict(kept, strict=False)
-    stats.info(f"initialised {len(kept)} tensors from {path}" + (f"; kept the initialisation of {skipped}"
-                                                                  if skipped else ""))
+    stats.info(f"initialised {len(kept)} tensors from {path}")
+    if reinit:
+        fresh = [f"{k} {list(own[k].shape)}" + (f" (checkpoint {list(head[k].shape)})" if k in head else "")
+                 for k in sorted(own) if k.startswith(HEAD_PREFIX)]
+        stats.info(f"re-initialised the classifier (TRAIN.CHECKPOINT_REINIT_HEAD): {', '.join(fresh)}")
+    missing = sorted(k for k in set(own) - set(kept) if not (reinit and k.startswith(HEAD_PREFIX)))
+    if missing:
+        stats.info(f"kept the initialisation of {len(missing)} model tensors the checkpoint lacks: "
+                   f"{key_listing(missing)}")
+    unused = sorted(set(state) - set(own))
+    if unused:
+        stats.info(f"ignored {len(unused)} checkpoint tensors the model has no place for: {key_listing(unused)}")
+
+
+def _check_shapes(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], *, path: str) -> None:
+    """Raise a :class:`UserError` naming every tensor of ``state`` whose shape differs from the model's."""
+    from ..models.weights.common import key_listing
+
+    bad = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
+    if not bad:
+        return
+    shapes = key_listing([f"{k} {list(state[k].shape)} vs model {list(own[k].shape)}" for k in bad])
+    if all(k.startswith(HEAD_PREFIX) for k in bad):
+        hint = ("The classifier was trained for another label set (MODEL.NUM_CLASSES differs): set "
+                "TRAIN.CHECKPOINT_REINIT_HEAD True to fine-tune with a re-initialised classifier.")
+    else:
+        hint = ("The checkpoint is of another architecture: check MODEL.ARCH, RESNET.* and NONLOCAL.* against the "
+                "config it was trained with.")
+    raise UserError(f"TRAIN.CHECKPOINT_FILE_PATH {path} does not fit the model: {len(bad)} tensor(s) have another "
+                    f"shape ({shapes}). {hint}")
 
 
 def resume_or_init(run: Run) -> None:

@@ -10,6 +10,7 @@ from torch import nn
 from . import distributed as du
 from .failures import FailureLog
 from .logging import StatsLogger
+from .losses import Criterion
 from .optim import LRScheduler
 
 
@@ -28,6 +29,7 @@ class Run:
     stats: StatsLogger
     failures: FailureLog
     iters_per_epoch: int
+    criterion: Criterion
     epoch: int = 0
     iteration: int = 0
     global_iteration: int = 0

@@ -10,19 +10,21 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..data.lists import class_counts
 from ..errors import UserError
 from ..utils.io import atomic_write
 from . import distributed as du
 from .failures import FailureLog, check_all_ranks
 from .logging import Progress, StatsLogger, Timer, format_eta, prepare_output_dir, tensorboard_dir
+from .losses import build_criterion
 from .metrics import topk_correct
+from .multilabel import gathered_map
 from .optim import LRScheduler, build_optimizer
 from .resume import resume_or_init, save
 from .runtime import autocast, build_model_for, iterate, setup
@@ -51,10 +53,14 @@ def build_run(cfg: Any, info: du.DistInfo) -> Run:
     val_loader = make_loader(cfg, info, split="val") if cfg.TRAIN.EVAL_PERIOD > 0 else None
     optimizer = build_optimizer(cfg, model)
     scaler = torch.amp.GradScaler("cuda") if cfg.TRAIN.MIXED_PRECISION == "fp16" else None
+    criterion = build_criterion(cfg, class_counts(train_loader.dataset.entries, cfg.MODEL.NUM_CLASSES))
+    if criterion.weight is not None:
+        stats.info(f"{criterion.loss_func} with per-class weights (MODEL.CLASS_WEIGHTS): "
+                   f"{[round(w, 4) for w in criterion.weight.tolist()]}")
     return Run(cfg=cfg, dist=info, model=model, optimizer=optimizer,
                scheduler=LRScheduler(cfg, optimizer, iters_per_epoch=iters), scaler=scaler,
                train_loader=train_loader, val_loader=val_loader, stats=stats,
-               failures=FailureLog(report=stats.info), iters_per_epoch=iters)
+               failures=FailureLog(report=stats.info), iters_per_epoch=iters, criterion=criterion)
 
 
 def log_model_info(run: Run) -> None:
@@ -72,7 +78,8 @@ def log_model_info(run: Run) -> None:
 # ---------------------------------------------------------------------------------------------- step
 @dataclass
 class StepResult:
-    """Per-iteration numbers, already summed over ranks."""
+    """Per-iteration numbers, already summed over ranks; multi-label runs also keep this rank's sigmoid
+    ``scores`` and ``targets`` (``B×K``, CPU) for the epoch's mAP (top1/top5 are 0 then)."""
 
     loss: float
     top1: float
@@ -80,10 +87,8 @@ class StepResult:
     clips: float
     failed: float
     skipped: bool
-
-
-def _loss(cfg: Any, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.float(), labels, label_smoothing=cfg.TRAIN.LABEL_SMOOTHING)
+    scores: torch.Tensor | None = None
+    targets: torch.Tensor | None = None
 
 
 def train_step(run: Run, batch: dict) -> StepResult:
@@ -98,8 +103,9 @@ def train_step(run: Run, batch: dict) -> StepResult:
     run.train_loader.failures.add(failures)
     with autocast(cfg, device):
         logits = run.model(video)
-    loss = _loss(cfg, logits, labels)
-    top1, top5 = topk_correct(logits.detach().float(), labels)
+    loss = run.criterion(logits, labels)
+    multi = cfg.DATA.MULTI_LABEL
+    top1, top5 = (0, 0) if multi else topk_correct(logits.detach().float(), labels)
     finite = float(torch.isfinite(loss.detach()).item())
     totals = du.all_reduce_sum([loss.item() * len(labels), top1, top5, len(labels), len(failures), 1.0 - finite],
                                device=device)
@@ -109,7 +115,9 @@ def train_step(run: Run, batch: dict) -> StepResult:
     else:
         _backward_and_step(run, loss)
     return StepResult(loss=totals[0] / totals[3], top1=totals[1], top5=totals[2], clips=totals[3],
-                      failed=totals[4], skipped=skipped)
+                      failed=totals[4], skipped=skipped,
+                      scores=torch.sigmoid(logits.detach().float()).cpu() if multi else None,
+                      targets=labels.detach().cpu() if multi else None)
 
 
 def _handle_nonfinite(run: Run) -> None:
@@ -153,9 +161,14 @@ class EpochMeter:
     iters: int = 0
     data_time: float = 0.0
     iter_time: float = 0.0
+    scores: list[torch.Tensor] = field(default_factory=list)
+    targets: list[torch.Tensor] = field(default_factory=list)
 
     def add(self, r: StepResult, *, data_time: float, iter_time: float) -> None:
         """Accumulate one step."""
+        if r.scores is not None and not r.skipped:
+            self.scores.append(r.scores)
+            self.targets.append(r.targets)
         self.loss += r.loss * r.clips
         self.top1 += r.top1
         self.top5 += r.top5
@@ -170,11 +183,18 @@ def _eta(run: Run, mean_iter_time: float) -> float:
     return (total - run.global_iteration) * mean_iter_time
 
 
+def _errors(run: Run, top1: float, top5: float, clips: float) -> dict[str, float]:
+    """``top1_err``/``top5_err`` in percent (nothing for multi-label runs: they report mAP per epoch)."""
+    if run.cfg.DATA.MULTI_LABEL:
+        return {}
+    return {"top1_err": 100.0 * (1 - top1 / clips), "top5_err": 100.0 * (1 - top5 / clips)}
+
+
 def _log_iter(run: Run, r: StepResult, *, data_time: float, iter_time: float, lr: float, eta: float) -> None:
     run.stats.log("train_iter", {
         "epoch": run.epoch + 1, "max_epoch": run.cfg.SOLVER.MAX_EPOCH, "iter": run.iteration,
         "iters_per_epoch": run.iters_per_epoch, "global_iter": run.global_iteration, "loss": r.loss, "lr": lr,
-        "top1_err": 100.0 * (1 - r.top1 / r.clips), "top5_err": 100.0 * (1 - r.top5 / r.clips),
+        **_errors(run, r.top1, r.top5, r.clips),
         "clips_per_s": r.clips / max(iter_time, 1e-9), "data_time": data_time, "iter_time": iter_time,
         "eta": format_eta(eta), "skipped_steps": run.skipped_steps,
     }, step=run.global_iteration)
@@ -182,9 +202,10 @@ def _log_iter(run: Run, r: StepResult, *, data_time: float, iter_time: float, lr
 
 def _log_epoch(run: Run, m: EpochMeter, *, lr: float, wall: float, num_failed: int) -> None:
     n = max(m.clips, 1)
+    accuracy = ({"mAP": gathered_map(m.scores, m.targets, num_classes=run.cfg.MODEL.NUM_CLASSES)}
+                if run.cfg.DATA.MULTI_LABEL else _errors(run, m.top1, m.top5, n))
     run.stats.log("train_epoch", {
-        "epoch": run.epoch, "max_epoch": run.cfg.SOLVER.MAX_EPOCH, "loss": m.loss / n, "lr": lr,
-        "top1_err": 100.0 * (1 - m.top1 / n), "top5_err": 100.0 * (1 - m.top5 / n),
+        "epoch": run.epoch, "max_epoch": run.cfg.SOLVER.MAX_EPOCH, "loss": m.loss / n, "lr": lr, **accuracy,
         "clips_per_s": m.clips / max(m.iter_time, 1e-9), "data_time": m.data_time / max(m.iters, 1),
         "iter_time": m.iter_time / max(m.iters, 1),
         "data_wait_pct": 100.0 * m.data_time / max(m.iter_time, 1e-9), "num_failed_videos": num_failed,

@@ -1,13 +1,13 @@
-"""Validation during training: precise BN statistics and the 1-clip val accuracy."""
+"""Validation during training: precise BN statistics and the 1-clip val accuracy (mAP for multi-label runs)."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from . import checkpoint as ckpt
 from . import distributed as du
 from .failures import FailureLog, check_all_ranks
 from .metrics import topk_correct
+from .multilabel import gathered_map
 from .precise_bn import update_bn_stats
 from .runtime import autocast, iterate
 from .state import Run
@@ -26,7 +26,9 @@ def precise_bn(run: Run) -> None:
 
 @torch.no_grad()
 def validate(run: Run) -> dict:
-    """1-clip accuracy on the val split (every video once over all ranks); logs a ``val_epoch`` line.
+    """1-clip accuracy on the val split (every video once over all ranks); logs a ``val_epoch`` line with
+    ``top1_err``/``top5_err``, or ``mAP`` (percent) with ``DATA.MULTI_LABEL``. The loss is the training
+    criterion's per-video mean (class weights included, label smoothing not).
 
     Val videos that fail to load are replaced (as in training), reported once per validation and counted in
     ``num_failed_videos``; then the val list's ``DATA.MAX_FAILURE_RATIO`` rule is applied on every rank.
@@ -36,7 +38,9 @@ def validate(run: Run) -> dict:
     device = run.dist.device
     failures = FailureLog(report=run.stats.info, split="val")
     run.val_loader.sampler.set_epoch(run.epoch)
+    multi = run.cfg.DATA.MULTI_LABEL
     loss = top1 = top5 = n = 0.0
+    scores, targets = [], []
     for batch in iterate(run.val_loader):
         failures.record(batch["failures"])
         run.val_loader.failures.add(batch["failures"])
@@ -44,13 +48,20 @@ def validate(run: Run) -> dict:
         labels = torch.as_tensor(batch["label"]).to(device)
         with autocast(run.cfg, device):
             out = model(video)
-        loss += float(F.cross_entropy(out.float(), labels, reduction="sum"))
-        c1, c5 = topk_correct(out.float(), labels)
-        top1, top5, n = top1 + c1, top5 + c5, n + len(labels)
+        loss += float(run.criterion.per_video(out, labels, training=False).sum())
+        if multi:
+            scores.append(torch.sigmoid(out.float()).cpu())
+            targets.append(labels.cpu())
+        else:
+            c1, c5 = topk_correct(out.float(), labels)
+            top1, top5 = top1 + c1, top5 + c5
+        n += len(labels)
     loss, top1, top5, n = du.all_reduce_sum([loss, top1, top5, n], device=device)
     n = max(n, 1)
-    stats = {"epoch": run.epoch, "loss": loss / n, "top1_err": 100.0 * (1 - top1 / n),
-             "top5_err": 100.0 * (1 - top5 / n), "num_videos": int(n), "num_failed_videos": failures.end_epoch()}
+    accuracy = ({"mAP": gathered_map(scores, targets, num_classes=run.cfg.MODEL.NUM_CLASSES)} if multi else
+                {"top1_err": 100.0 * (1 - top1 / n), "top5_err": 100.0 * (1 - top5 / n)})
+    stats = {"epoch": run.epoch, "loss": loss / n, **accuracy, "num_videos": int(n),
+             "num_failed_videos": failures.end_epoch()}
     run.stats.log("val_epoch", stats, step=run.epoch)
     check_all_ranks(run.val_loader.failures)
     model.train()

@@ -205,7 +205,8 @@ def import_weights(fmt: SourceFormat, source: Mapping[str, torch.Tensor],
     return report
 
 
-def _listing(keys: list[str]) -> str:
+def key_listing(keys: list[str]) -> str:
+    """The first 8 keys, comma-separated, and how many more."""
     return ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
 
 
@@ -219,9 +220,9 @@ def check_complete(report: ImportReport, *, what: str, hint: str) -> None:
     problems = []
     if report.missing_model_keys:
         problems.append(f"it does not cover {len(report.missing_model_keys)} model keys "
-                        f"({_listing(report.missing_model_keys)}), which would stay randomly initialised")
+                        f"({key_listing(report.missing_model_keys)}), which would stay randomly initialised")
     if report.unmapped_source_keys:
         problems.append(f"{len(report.unmapped_source_keys)} of its weights have no place in the model "
-                        f"({_listing(report.unmapped_source_keys)})")
+                        f"({key_listing(report.unmapped_source_keys)})")
     if problems:
         raise WeightImportError(f"{what} does not match the model: {'; and '.join(problems)}. {hint}")
