@@ -10,6 +10,7 @@ from helpers.engine_runs import video_nl
 from helpers.videos import block_frames, write_mp4
 
 from video_nl.data.decoding import decode_frames
+from video_nl.data.frame_index import read_cached
 from video_nl.data.lists import load_classnames, read_video_list
 from video_nl.data.official_lists import read_charades, read_hmdb51, read_ssv2, read_ucf101, ssv2_label_key
 from video_nl.data.prepare_dataset import VideoFinder, prepare_official
@@ -66,6 +67,11 @@ def test_ucf101_lists_classes_and_problems(ucf_root, tmp_path):
     assert train["missing"] == [f"Archery/v_Archery_g09_c01.avi: missing (not under {dataset.video_dir})"]
     assert len(test["unreadable"]) == 1 and "v_Archery_g01_c01.avi" in test["unreadable"][0]
     assert json.loads((tmp_path / "prepare_report.json").read_text())["splits"]["val"]["written"] == 2
+    # every listed video has a frame index in OUT/frame_index (where the loaders look), read without decoding
+    for name in ("train", "test"):
+        for entry in read_video_list(str(tmp_path / f"{name}.csv"))[0]:
+            index = read_cached(entry.path, str(tmp_path / "frame_index"))
+            assert index is not None and index.num_frames == 8 and index.codec == "mpeg4", entry.path
     with pytest.raises(UserError, match=r"--split must be in \[1, 3\]"):
         read_ucf101(str(ucf_root), split=4)
     with pytest.raises(UserError, match="trainlist02.txt does not exist"):
