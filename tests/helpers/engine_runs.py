@@ -5,8 +5,12 @@ ResNet-18 at width 4 with one non-local block, 4 frames at 32 px, so a 2-epoch r
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import random
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -54,13 +58,15 @@ def tiny_args(data: Path, out: Path, **extra: object) -> list[str]:
 
 
 def env() -> dict[str, str]:
-    """Subprocess environment: one intra-op thread (repeatable, and kind to the shared cores)."""
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    """Subprocess environment: one intra-op thread (repeatable, and kind to the shared cores); this tree first
+    on the import path, so runs from another working directory import the same code."""
+    path = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
 
 
-def video_nl(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m video_nl ARGS`` to completion, capturing output."""
-    return subprocess.run([sys.executable, "-m", "video_nl", *args], cwd=REPO, env=env(), capture_output=True,
+def video_nl(*args: str, timeout: float = 600, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Run ``python -m video_nl ARGS`` (in ``cwd``) to completion, capturing output."""
+    return subprocess.run([sys.executable, "-m", "video_nl", *args], cwd=cwd, env=env(), capture_output=True,
                           text=True, timeout=timeout)
 
 
@@ -69,6 +75,93 @@ def torchrun(nproc: int, *args: str, timeout: float = 600) -> subprocess.Complet
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "video_nl", *args]
     return subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=timeout)
+
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that is free now. Drawn at random below the kernel's ephemeral range (where the
+    OS puts outgoing connections and every ``bind(0)``, e.g. a parallel torchrun --standalone), so nothing
+    else is likely to take it before the launcher binds it."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral_low = int(f.read().split()[0])
+    draw = random.SystemRandom()
+    for _ in range(100):
+        port = draw.randrange(10000, ephemeral_low) if ephemeral_low > 11000 else 0
+        with socket.socket() as s, contextlib.suppress(OSError):
+            s.bind(("127.0.0.1", port))
+            return s.getsockname()[1]
+    raise RuntimeError("no free TCP port found on 127.0.0.1")
+
+
+def node_launch(node_rank: int, *, nnodes: int, port: int, rendezvous: str) -> list[str]:
+    """torchrun arguments of one of ``nnodes`` single-process "nodes" on this machine.
+
+    ``c10d``: dynamic rendezvous at 127.0.0.1:port (ranks in the order the rendezvous decides; node 0 hosts the
+    store); ``static``: ``--node-rank`` fixes the ranks (node 0 = rank 0) and node 0 hosts the store.
+    """
+    common = [f"--nnodes={nnodes}", "--nproc-per-node=1", "--local-addr=127.0.0.1"]
+    if rendezvous == "c10d":
+        return [*common, "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=video_nl_test",
+                f"--rdzv-conf=is_host={int(node_rank == 0)}"]
+    return [*common, "--rdzv-backend=static", f"--node-rank={node_rank}", "--master-addr=127.0.0.1",
+            f"--master-port={port}"]
+
+
+def torchrun_nodes(*args: str, logs: Path, nnodes: int = 2, rendezvous: str = "c10d",
+                   cwds: list[Path] | None = None, timeout: float = 600) -> list[subprocess.CompletedProcess]:
+    """Run ``-m video_nl ARGS`` as ``nnodes`` torchrun launchers on this machine, each a "node" with one
+    process (and, with ``cwds``, its own working directory: a relative OUTPUT_DIR then names a different
+    folder on each node, as on machines without a shared filesystem). Output goes to files under ``logs``
+    (pipes could fill and stall one node while another waits for it); on timeout all launchers are killed."""
+    port = free_port()
+    logs.mkdir(parents=True, exist_ok=True)
+    procs, files = [], []
+    try:
+        for node in range(nnodes):
+            out, err = open(logs / f"node{node}.out", "w"), open(logs / f"node{node}.err", "w")
+            files += [out, err]
+            cmd = [*TORCHRUN, *node_launch(node, nnodes=nnodes, port=port, rendezvous=rendezvous),
+                   "-m", "video_nl", *args]
+            procs.append(subprocess.Popen(cmd, cwd=cwds[node] if cwds else REPO, env=env(), stdout=out,
+                                          stderr=err, start_new_session=True))
+        for proc in procs:
+            proc.wait(timeout=timeout)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        for f in files:
+            f.close()
+    return [subprocess.CompletedProcess(p.args, p.returncode, (logs / f"node{n}.out").read_text(),
+                                        (logs / f"node{n}.err").read_text()) for n, p in enumerate(procs)]
+
+
+def rank_pids(launcher_pid: int) -> dict[int, int]:
+    """RANK -> pid of the worker processes a torchrun launcher started (from /proc)."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if b"RANK" in environ and b"LOCAL_RANK" in environ and ppid == launcher_pid:
+            found[int(environ[b"RANK"])] = int(pid)
+    return found
+
+
+def gone(pid: int) -> bool:
+    """True once ``pid`` has exited (no longer in /proc, or a zombie waiting for its parent)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def read_log(out: Path) -> list[dict]:

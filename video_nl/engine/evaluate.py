@@ -4,7 +4,7 @@ Per video: ``TEST.NUM_ENSEMBLE_VIEWS × TEST.NUM_SPATIAL_CROPS`` views at ``DATA
 output is softmaxed per view (it is log-mean-prob on maps larger than the training window, logits
 otherwise — softmax gives the view's class distribution either way), then aggregated with
 ``TEST.ENSEMBLE_METHOD`` (sum → reported as the mean probability, or max). Under DDP each rank scores
-``indices[rank::world]``; ``(index, scores)`` pairs are gathered and deduplicated by index. A video that
+``indices[rank::world]``; ``(index, scores)`` pairs are gathered and checked to cover each video once. A video that
 fails to decode counts as wrong (``top1_full_list``/``top5_full_list`` also count the list lines the parser
 dropped as wrong, see :func:`summarise`); when more than ``DATA.MAX_FAILURE_RATIO`` of the list failed, the test stops
 with an error naming examples after writing its outputs (same decision on every rank). ``TEST.VIEWS_SWEEP``
@@ -109,13 +109,20 @@ def score_videos(cfg: Any, info: du.DistInfo, model: torch.nn.Module, loader: to
     return records
 
 
-def gather_records(records: list[dict]) -> list[dict]:
-    """All ranks' records, one per video index (sorted by index)."""
-    by_index: dict[int, dict] = {}
-    for part in du.all_gather_objects(records):
-        for r in part:
-            by_index.setdefault(r["index"], r)
-    return [by_index[i] for i in sorted(by_index)]
+def gather_records(records: list[dict], *, num_videos: int) -> list[dict]:
+    """All ranks' records sorted by index: every one of the list's ``num_videos`` videos exactly once.
+
+    The ranks' shares are disjoint and cover the list by construction (``EpochSampler`` without padding); a
+    video scored twice or never is a bug, raised here rather than hidden by deduplication.
+    """
+    merged = sorted((r for part in du.all_gather_objects(records) for r in part), key=lambda r: r["index"])
+    indices = [r["index"] for r in merged]
+    if indices != list(range(num_videos)):
+        twice = sorted({i for i in indices if indices.count(i) > 1})
+        never = sorted(set(range(num_videos)) - set(indices))
+        raise RuntimeError(f"Test shards do not split the list: {len(indices)} records for {num_videos} videos "
+                           f"(scored more than once: {twice[:10]}, never: {never[:10]}).")
+    return merged
 
 
 def _stack(records: list[dict], key: str, num_classes: int) -> torch.Tensor:
@@ -247,7 +254,8 @@ def run_test(cfg: Any, info: du.DistInfo, *, checkpoint: str | None = None,
                    f"{cfg.DATA.TEST_CROP_SIZE}px, ensemble {cfg.TEST.ENSEMBLE_METHOD}")
         model = load_model(cfg, info, path)
         loader = build_test_loader(cfg, "test", distributed=info.distributed)
-        records = gather_records(score_videos(cfg, info, model, loader, stats, video_hooks))
+        records = gather_records(score_videos(cfg, info, model, loader, stats, video_hooks),
+                                 num_videos=len(loader.dataset))
         for r in records:  # every rank's failures, reported once by rank 0
             if not r["ok"]:
                 stats.info(f"failed to load test video {r['path']}: {r['failure']} (counted as wrong)")
