@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.engine_runs import (REPO, TORCHRUN, env, gone, make_dataset, rank_pids, read_log, tiny_args,
-                                 torchrun, torchrun_nodes, video_nl)
+from helpers.engine_runs import (REPO, TORCHRUN, env, gone, make_dataset, rank_pids, read_log, script_nodes,
+                                 tiny_args, tiny_overrides, torchrun, torchrun_static_nodes, video_nl)
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from video_nl.engine.checkpoint import list_checkpoints
@@ -68,11 +68,15 @@ def test_torchrun_two_ranks_train_and_test_every_video_once(one_node):
     _assert_every_test_video_scored_once(out, result.stdout)
 
 
-def test_two_torchrun_nodes_at_a_c10d_rendezvous_train_and_test_like_one_node(data, one_node, tmp_path):
-    """Two launchers, one process each (``--nnodes 2``, c10d rendezvous on 127.0.0.1): one 2-rank job that
+def test_two_nodes_launched_by_train_kinetics_sh_at_a_c10d_rendezvous_train_and_test_like_one_node(data, one_node,
+                                                                                                     tmp_path):
+    """scripts/train_kinetics.sh run twice as its header documents for 2 nodes (``NNODES=2 RDZV_BACKEND=c10d
+    MASTER_ADDR MASTER_PORT``, one process per node here): one 2-rank job at a c10d rendezvous on 127.0.0.1 that
     scores every test video once and ends with bitwise the weights of 2 processes on one node."""
     out = tmp_path / "run"
-    results = torchrun_nodes("train", *tiny_args(data, out, **{"TEST.NUM_SPATIAL_CROPS": 3}), logs=tmp_path / "logs")
+    overrides = tiny_overrides(data, out, **{"TEST.NUM_SPATIAL_CROPS": 3})
+    results = script_nodes("train_kinetics.sh", data / "tiny.yaml", *overrides, logs=tmp_path / "logs",
+                           launch={"RDZV_BACKEND": "c10d", "DATA_DIR": str(data), "OUTPUT_DIR": str(out)})
     for node, result in enumerate(results):
         assert result.returncode == 0, f"node {node}: {result.stderr[-4000:]}"
     _assert_every_test_video_scored_once(out, "".join(r.stdout for r in results))
@@ -153,9 +157,8 @@ def test_a_rank_that_cannot_load_rank_0s_resume_choice_stops_the_run_naming_itse
         with (nodes[1] / chosen).open("r+b") as f:
             f.truncate(f.seek(0, os.SEEK_END) // 2)
     before = read_log(nodes[0] / "run")
-    results = torchrun_nodes("train", *tiny_args(data, Path("run"), **{"SOLVER.MAX_EPOCH": 2, "TEST.ENABLE": False,
-                                                                      "DIST_TIMEOUT_S": 60}),
-                             logs=tmp_path / "logs", rendezvous="static", cwds=nodes, timeout=400)
+    args = tiny_args(data, Path("run"), **{"SOLVER.MAX_EPOCH": 2, "TEST.ENABLE": False, "DIST_TIMEOUT_S": 60})
+    results = torchrun_static_nodes("train", *args, logs=tmp_path / "logs", cwds=nodes, timeout=400)
     for node, result in enumerate(results):
         assert result.returncode != 0, f"node {node} succeeded: {result.stdout[-3000:]}"
         assert f"rank 1 could not load {chosen}" in result.stderr, f"node {node}: {result.stderr[-3000:]}"

@@ -95,37 +95,19 @@ def free_port() -> int:
     raise RuntimeError("no free TCP port found on 127.0.0.1")
 
 
-def node_launch(node_rank: int, *, nnodes: int, port: int, rendezvous: str) -> list[str]:
-    """torchrun arguments of one of ``nnodes`` single-process "nodes" on this machine.
-
-    ``c10d``: dynamic rendezvous at 127.0.0.1:port (ranks in the order the rendezvous decides; node 0 hosts the
-    store); ``static``: ``--node-rank`` fixes the ranks (node 0 = rank 0) and node 0 hosts the store.
-    """
-    common = [f"--nnodes={nnodes}", "--nproc-per-node=1", "--local-addr=127.0.0.1"]
-    if rendezvous == "c10d":
-        return [*common, "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=video_nl_test",
-                f"--rdzv-conf=is_host={int(node_rank == 0)}"]
-    return [*common, "--rdzv-backend=static", f"--node-rank={node_rank}", "--master-addr=127.0.0.1",
-            f"--master-port={port}"]
-
-
-def torchrun_nodes(*args: str, logs: Path, nnodes: int = 2, rendezvous: str = "c10d",
-                   cwds: list[Path] | None = None, timeout: float = 600) -> list[subprocess.CompletedProcess]:
-    """Run ``-m video_nl ARGS`` as ``nnodes`` torchrun launchers on this machine, each a "node" with one
-    process (and, with ``cwds``, its own working directory: a relative OUTPUT_DIR then names a different
-    folder on each node, as on machines without a shared filesystem). Output goes to files under ``logs``
-    (pipes could fill and stall one node while another waits for it); on timeout all launchers are killed."""
-    port = free_port()
+def run_nodes(cmds: list[list[str]], *, logs: Path, cwds: list[Path] | None = None,
+              extra_env: dict[str, str] | None = None, timeout: float = 600) -> list[subprocess.CompletedProcess]:
+    """Run each command as one "node" of a job on this machine (``cwds``: each in its own working directory)
+    and wait for all. Output goes to files under ``logs`` (pipes could fill and stall one node while another
+    waits for it); on timeout every node's process group is killed."""
     logs.mkdir(parents=True, exist_ok=True)
     procs, files = [], []
     try:
-        for node in range(nnodes):
+        for node, cmd in enumerate(cmds):
             out, err = open(logs / f"node{node}.out", "w"), open(logs / f"node{node}.err", "w")
             files += [out, err]
-            cmd = [*TORCHRUN, *node_launch(node, nnodes=nnodes, port=port, rendezvous=rendezvous),
-                   "-m", "video_nl", *args]
-            procs.append(subprocess.Popen(cmd, cwd=cwds[node] if cwds else REPO, env=env(), stdout=out,
-                                          stderr=err, start_new_session=True))
+            procs.append(subprocess.Popen(cmd, cwd=cwds[node] if cwds else REPO, env={**env(), **(extra_env or {})},
+                                          stdout=out, stderr=err, start_new_session=True))
         for proc in procs:
             proc.wait(timeout=timeout)
     finally:
@@ -137,6 +119,43 @@ def torchrun_nodes(*args: str, logs: Path, nnodes: int = 2, rendezvous: str = "c
             f.close()
     return [subprocess.CompletedProcess(p.args, p.returncode, (logs / f"node{n}.out").read_text(),
                                         (logs / f"node{n}.err").read_text()) for n, p in enumerate(procs)]
+
+
+def torchrun_static_nodes(*args: str, logs: Path, cwds: list[Path],
+                          timeout: float = 600) -> list[subprocess.CompletedProcess]:
+    """``-m video_nl ARGS`` as one single-process torchrun launcher per entry of ``cwds`` ("nodes"), static
+    rendezvous on 127.0.0.1 (``--node-rank`` n: the launcher in ``cwds[0]`` runs rank 0). Each node runs in its
+    own folder, so a relative OUTPUT_DIR names a different folder on each, as on machines without a shared
+    filesystem."""
+    port, nnodes = free_port(), len(cwds)
+    cmds = [[*TORCHRUN, f"--nnodes={nnodes}", "--nproc-per-node=1", "--local-addr=127.0.0.1", "--rdzv-backend=static",
+             f"--node-rank={n}", "--master-addr=127.0.0.1", f"--master-port={port}", "-m", "video_nl", *args]
+            for n in range(nnodes)]
+    return run_nodes(cmds, logs=logs, cwds=cwds, timeout=timeout)
+
+
+def linked_venv(root: Path) -> Path:
+    """A ``VENV`` for scripts/_env.sh that is this interpreter's environment: ``bin/python`` and
+    ``bin/torchrun`` link to it and a fresh install stamp tells _env.sh there is nothing to install."""
+    bin_dir = root / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("python", "torchrun"):
+        (bin_dir / name).symlink_to(Path(sys.executable).parent / name)
+    (root / ".video_nl_installed").touch()
+    return root
+
+
+def script_nodes(script: str, config: Path, *overrides: str, logs: Path, launch: dict[str, str], nnodes: int = 2,
+                 timeout: float = 600) -> list[subprocess.CompletedProcess]:
+    """``scripts/SCRIPT CONFIG KEY VALUE ...`` run ``nnodes`` times as the nodes of one job, as the script's
+    header says (``NNODES``, ``NODE_RANK``, ``MASTER_ADDR``/``MASTER_PORT`` on 127.0.0.1, one GPU-less process
+    per node, plus ``launch``), in this interpreter's environment (:func:`linked_venv`)."""
+    venv = linked_venv(logs / "venv")
+    common = {"NNODES": str(nnodes), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "GPUS": "1",
+              "VENV": str(venv), **launch}
+    cmds = [["env", f"NODE_RANK={n}", "bash", str(REPO / "scripts" / script), str(config), *overrides]
+            for n in range(nnodes)]
+    return run_nodes(cmds, logs=logs, extra_env=common, timeout=timeout)
 
 
 def rank_pids(launcher_pid: int) -> dict[int, int]:
