@@ -118,8 +118,12 @@ def agreed_checkpoint(run: Run) -> tuple[str, dict] | None:
 
 
 def _stop_unless_all_ranks_ok(problem: str, *, doing: str) -> None:
-    """Collective: raise the same :class:`UserError` on every rank when any rank reports a ``problem``."""
-    failed = [(rank, text) for rank, text in enumerate(du.all_gather_objects(problem)) if text]
+    """Collective: raise the same :class:`UserError` on every rank when any rank reports a ``problem`` (a single
+    process raises its own problem as it is)."""
+    problems = du.all_gather_objects(problem)
+    failed = [(rank, text) for rank, text in enumerate(problems) if text]
+    if failed and len(problems) == 1:
+        raise UserError(problem)
     if failed:
         who = ("rank " if len(failed) == 1 else "ranks ") + ", ".join(str(rank) for rank, _ in failed)
         detail = "; ".join(f"rank {rank}: {text.rstrip('.')}" for rank, text in failed)
