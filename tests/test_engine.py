@@ -164,5 +164,5 @@ def test_precise_bn_gives_the_true_mean_and_variance():
     allx = torch.cat(batches).transpose(0, 1).reshape(2, -1)
     assert_close_to_scale(bn.running_mean, allx.mean(1))
     n = allx.shape[1] // 5
-    assert_close_to_scale(bn.running_var, allx.var(1, unbiased=False) * n / (n - 1), rel=1e-4)  # E[x²]−mean² cancels
+    assert_close_to_scale(bn.running_var, allx.var(1, unbiased=False) * n / (n - 1), rel=1e-4)  # E[x²]−mean²
     assert model.training
