@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from helpers.numerics import FP32_REL
 
 from video_nl.bench import common, model_bench, report, runner
 from video_nl.bench.common import Stats, better_by, make_row, peak_memory, time_interleaved
@@ -61,7 +62,7 @@ def test_nonlocal_blocks_match_the_peer():
     blocks = make_blocks(case, device=CPU)
     x = torch.randn(2, 16, 2, 4, 4)
     for impl in ("fused", "explicit"):
-        assert max_output_difference(blocks[impl], blocks[PEER], x) <= 1e-5
+        assert max_output_difference(blocks[impl], blocks[PEER], x) <= FP32_REL * float(x.abs().max())  # out ~ x
     blocks[PEER].conv_g.bias.data += 1.0  # the check does notice a different peer
     assert max_output_difference(blocks["fused"], blocks[PEER], x) > 1e-3
 

@@ -43,3 +43,29 @@ def test_test_list_mostly_missing_stops_after_writing_the_results(trained, tmp_p
     summary = json.loads((tmp_path / "test_run" / "test" / "summary.json").read_text())
     assert summary["num_videos"] == 4 and summary["num_failed"] == 3 and summary["top1"] <= 25.0, summary
     assert (tmp_path / "test_run" / "test" / "predictions.json").exists()
+
+
+def test_summary_counts_dropped_lines_and_failed_videos_over_the_full_list(trained, tmp_path):
+    """summary.json keeps top1/top5 over the list's parsed videos (a failed one counts as wrong) and adds
+    top1_full_list/top5_full_list over every listed line (dropped lines and failed videos wrong, the Caffe2
+    way), with num_listed, num_dropped_lines and num_failed."""
+    data, out, _ = trained
+    good = (data / "test.csv").read_text().splitlines()  # 4 decodable videos
+    test_list = tmp_path / "test.csv"
+    test_list.write_text("\n".join([
+        *good, f"{data / 'gone.mp4'} 0",  # listed, fails to decode
+        "no_label.mp4", f"{good[0].rsplit(' ', 1)[0]} 7",  # dropped by the parser: malformed, label >= 2
+        "# a comment", ""]) + "\n")  # not video lines
+    result = video_nl("test", *tiny_args(data, tmp_path / "test_run", **{"DATA.TEST_LIST": str(test_list)}),
+                      "--checkpoint", str(out / "checkpoints" / "checkpoint_epoch_00001.pyth"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "test_run" / "test" / "summary.json").read_text())
+    assert (summary["num_listed"], summary["num_dropped_lines"], summary["num_videos"], summary["num_failed"]) == \
+        (7, 2, 5, 1), summary
+    preds = json.loads((tmp_path / "test_run" / "test" / "predictions.json").read_text())
+    top1 = sum(bool(p["top5"]) and p["top5"][0]["class"] == p["label"] for p in preds)
+    assert summary["top1"] == pytest.approx(100 * top1 / 5) and summary["top5"] == pytest.approx(100 * 4 / 5)
+    assert summary["top1_full_list"] == pytest.approx(100 * top1 / 7)
+    assert summary["top5_full_list"] == pytest.approx(100 * 4 / 7)  # 2 classes: every decoded video is in top-5
+    (final,) = [r for r in read_log(tmp_path / "test_run") if r["_type"] == "test_final"]
+    assert final["top5_full_list"] == pytest.approx(100 * 4 / 7) and final["num_dropped_lines"] == 2

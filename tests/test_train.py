@@ -5,11 +5,14 @@ import json
 
 import pytest
 import torch
-from helpers.engine_runs import kill_when_written, make_dataset, read_log, tiny_args, tiny_overrides, video_nl
+from helpers.engine_runs import REPO, env, kill_when_written, make_dataset, read_log, tiny_args, tiny_overrides, video_nl
+from helpers.numerics import assert_close_to_scale
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from video_nl.config import load_config
+from video_nl.data.datasets import build_train_loader
 from video_nl.engine.checkpoint import list_checkpoints
+from video_nl.engine.precise_bn import update_bn_stats
 from video_nl.errors import UserError
 
 
@@ -39,6 +42,8 @@ def test_train_writes_checkpoints_logs_tensorboard_and_test_results(finished):
     kinds = [r["_type"] for r in records]
     assert kinds.count("train_iter") == 8 and kinds.count("train_epoch") == 2 and kinds.count("val_epoch") == 2
     assert kinds[-1] == "test_final"
+    assert [(r["epoch"], r["before"]) for r in records if r["_type"] == "precise_bn"] == \
+        [(1, ["val", "checkpoint"]), (2, ["val", "checkpoint"])]  # once per epoch, before both
     epoch = next(r for r in records if r["_type"] == "train_epoch")
     assert {"loss", "lr", "top1_err", "top5_err", "clips_per_s", "data_time", "iter_time", "num_failed_videos",
             "data_wait_pct"} <= set(epoch) and epoch["num_failed_videos"] == 0
@@ -96,6 +101,31 @@ def test_nan_loss_stops_with_a_user_error_and_keeps_the_last_checkpoint(data, tm
     assert engine_train.train(cfg, info).endswith("checkpoint_epoch_00002.pyth")
     epochs = [r for r in read_log(out) if r["_type"] == "train_epoch"]
     assert epochs[-1]["skipped_steps"] > 0
+
+
+def test_precise_bn_before_every_checkpoint_also_without_validation(data, tmp_path):
+    """TRAIN.EVAL_PERIOD 0: each epoch-end checkpoint still holds precise BN statistics (the true mean/var over
+    BN.NUM_BATCHES_PRECISE training batches of that epoch, recomputed here from the saved weights), and epochs
+    with neither a checkpoint nor an evaluation due are left alone."""
+    from video_nl.engine import train as engine_train
+    from video_nl.models import build_model
+
+    out = tmp_path / "run"
+    cfg = load_config(None, tiny_overrides(data, out, **{"TRAIN.EVAL_PERIOD": 0, "TRAIN.CHECKPOINT_PERIOD": 2,
+                                                         "SOLVER.MAX_EPOCH": 3, "TEST.ENABLE": False}))
+    engine_train.train(cfg, engine_train.setup(cfg))
+    loader = build_train_loader(cfg, "train")
+    for epoch in (2, 3):
+        saved = torch.load(out / "checkpoints" / f"checkpoint_epoch_{epoch:05d}.pyth", weights_only=True)
+        model = build_model(cfg)
+        model.load_state_dict(saved["model_state"])
+        loader.sampler.set_epoch(epoch - 1)
+        assert update_bn_stats(model, (b["video"] for b in loader), num_batches=2) == 2
+        for key, value in model.state_dict().items():
+            if key.endswith(("running_mean", "running_var")):
+                assert_close_to_scale(saved["model_state"][key], value, msg=f"epoch {epoch} {key}")
+    assert [(r["epoch"], r["before"], r["num_batches"]) for r in read_log(out) if r["_type"] == "precise_bn"] == \
+        [(2, ["checkpoint"], 2), (3, ["checkpoint"], 2)]
 
 
 def test_predict_prints_top_k_names_and_test_without_checkpoint_is_a_clear_error(data, finished, tmp_path):

@@ -13,6 +13,7 @@ import time
 
 import pytest
 from conftest import (REPO, child_env, deep_update, read_jsonl, require, run_cli, write_cfg)
+from helpers.engine_runs import rank_pids
 
 import badvideos
 
@@ -81,22 +82,6 @@ def test_batch_not_divisible_by_world_size_is_a_clear_error(lists, tmp_path):
     _no_video_nl_traceback(res)
 
 
-def _rank_pids(launcher_pid: int) -> dict[int, int]:
-    """RANK -> pid of the worker processes below the torchrun launcher (from /proc)."""
-    found = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
-            with open(f"/proc/{pid}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if b"RANK" in env and b"LOCAL_RANK" in env and ppid == launcher_pid:
-            found[int(env[b"RANK"])] = int(pid)
-    return found
-
-
 def test_rank_killed_mid_run_ends_the_run_without_deadlock(lists, tmp_path):
     out = tmp_path / "run"
     cfg = write_cfg(tmp_path / "cfg.yaml", deep_update(lists["cfg"], {
@@ -110,7 +95,7 @@ def test_rank_killed_mid_run_ends_the_run_without_deadlock(lists, tmp_path):
                 break
             time.sleep(0.2)
         assert proc.poll() is None, f"the run ended before the kill: {proc.communicate()[0][-3000:]}"
-        ranks = _rank_pids(proc.pid)
+        ranks = rank_pids(proc.pid)
         assert set(ranks) == {0, 1}, f"could not find both ranks below torchrun: {ranks}"
         os.kill(ranks[1], signal.SIGKILL)
         killed_at = time.time()

@@ -69,7 +69,8 @@ SCHEMA: dict[str, Any] = {
         "WEIGHT_DECAY": Key(0.0, "float", "Weight decay on BN (and LayerNorm) parameters."),
         "NORM_TYPE": Key("batchnorm", "str", "batchnorm, or sync_batchnorm (converted under DDP).",
                          ("batchnorm", "sync_batchnorm")),
-        "USE_PRECISE_STATS": Key(False, "bool", "Recompute BN statistics over training batches before each evaluation."),
+        "USE_PRECISE_STATS": Key(False, "bool", "Recompute BN statistics over training batches before each "
+                                 "evaluation and each epoch-end checkpoint."),
         "NUM_BATCHES_PRECISE": Key(200, "int", "Training batches used by precise BN."),
     },
     # ------------------------------------------------------------------ context blocks

@@ -66,11 +66,32 @@ def init_distributed(cfg: Any) -> DistInfo:
             backend = "nccl" if device.type == "cuda" else "gloo"
         if backend == "nccl" and device.type != "cuda":
             raise UserError("DIST_BACKEND nccl needs cuda devices; use DIST_BACKEND gloo (or auto) on cpu.")
-        kwargs: dict[str, Any] = {"backend": backend, "timeout": datetime.timedelta(seconds=cfg.DIST_TIMEOUT_S)}
+        timeout = datetime.timedelta(seconds=cfg.DIST_TIMEOUT_S)
+        kwargs: dict[str, Any] = {"backend": backend, "timeout": timeout}
         if device.type == "cuda":
             kwargs["device_id"] = device
+        store = restart_scoped_store(timeout)
+        if store is not None:
+            kwargs.update(store=store, rank=rank, world_size=world_size)
         dist.init_process_group(**kwargs)
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def restart_scoped_store(timeout: datetime.timedelta) -> dist.Store | None:
+    """Under torchrun's shared agent store, this worker group's own namespace of it; None otherwise.
+
+    torchrun (static rendezvous, and c10d unless ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1``) keeps one TCPStore for
+    all restarts of a job (``--max-restarts``), and the process group's keys are not scoped by attempt: workers
+    of a restart can read the addresses the killed attempt published and fail to connect ("Connection
+    refused") or hang (pytorch/pytorch#135712, #167288). Prefixing the keys with ``TORCHELASTIC_RESTART_COUNT``
+    scopes them; that count is the same for every worker of one launcher (one node). Multi-node elastic runs
+    should set ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` for a fresh store per restart (scripts/_launch.sh does).
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or "TORCHELASTIC_RESTART_COUNT" not in os.environ:
+        return None
+    shared = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False,
+                           timeout=timeout)
+    return dist.PrefixStore(f"video_nl/attempt_{os.environ['TORCHELASTIC_RESTART_COUNT']}", shared)
 
 
 def cleanup() -> None:

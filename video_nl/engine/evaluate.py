@@ -6,8 +6,9 @@ otherwise — softmax gives the view's class distribution either way), then aggr
 ``TEST.ENSEMBLE_METHOD`` (sum → reported as the mean probability, or max). With ``MODEL.HEAD_ACT sigmoid``
 each view gets per-class sigmoid scores instead (multi-label, ``DATA.MULTI_LABEL``: mAP, see
 :mod:`video_nl.engine.multilabel`). Under DDP each rank scores
-``indices[rank::world]``; ``(index, scores)`` pairs are gathered and deduplicated by index. A video that
-fails to decode counts as wrong; when more than ``DATA.MAX_FAILURE_RATIO`` of the list failed, the test stops
+``indices[rank::world]``; ``(index, scores)`` pairs are gathered and checked to cover each video once. A video that
+fails to decode counts as wrong (``top1_full_list``/``top5_full_list`` also count the list lines the parser
+dropped as wrong, see :func:`summarise`); when more than ``DATA.MAX_FAILURE_RATIO`` of the list failed, the test stops
 with an error naming examples after writing its outputs (same decision on every rank). ``TEST.VIEWS_SWEEP``
 adds 1/3/5/10-clip results from the same pass (k clips evenly spaced among the clips tested, all crops).
 
@@ -113,13 +114,20 @@ def score_videos(cfg: Any, info: du.DistInfo, model: torch.nn.Module, loader: to
     return records
 
 
-def gather_records(records: list[dict]) -> list[dict]:
-    """All ranks' records, one per video index (sorted by index)."""
-    by_index: dict[int, dict] = {}
-    for part in du.all_gather_objects(records):
-        for r in part:
-            by_index.setdefault(r["index"], r)
-    return [by_index[i] for i in sorted(by_index)]
+def gather_records(records: list[dict], *, num_videos: int) -> list[dict]:
+    """All ranks' records sorted by index: every one of the list's ``num_videos`` videos exactly once.
+
+    The ranks' shares are disjoint and cover the list by construction (``EpochSampler`` without padding); a
+    video scored twice or never is a bug, raised here rather than hidden by deduplication.
+    """
+    merged = sorted((r for part in du.all_gather_objects(records) for r in part), key=lambda r: r["index"])
+    indices = [r["index"] for r in merged]
+    if indices != list(range(num_videos)):
+        twice = sorted({i for i in indices if indices.count(i) > 1})
+        never = sorted(set(range(num_videos)) - set(indices))
+        raise RuntimeError(f"Test shards do not split the list: {len(indices)} records for {num_videos} videos "
+                           f"(scored more than once: {twice[:10]}, never: {never[:10]}).")
+    return merged
 
 
 def _stack(records: list[dict], key: str, num_classes: int) -> torch.Tensor:
@@ -128,29 +136,40 @@ def _stack(records: list[dict], key: str, num_classes: int) -> torch.Tensor:
     return torch.stack(rows) if rows else torch.zeros(0, num_classes)
 
 
-def accuracy(scores: torch.Tensor, labels: torch.Tensor, ok: torch.Tensor) -> tuple[float, float]:
-    """Top-1/top-5 accuracy in percent over all videos; failed videos (``ok`` False) count as wrong."""
-    n = max(len(labels), 1)
+def accuracy(scores: torch.Tensor, labels: torch.Tensor, ok: torch.Tensor, *,
+             denominator: int | None = None) -> tuple[float, float]:
+    """Top-1/top-5 accuracy in percent over ``denominator`` videos (default: all of ``labels``); failed videos
+    (``ok`` False) count as wrong, and so do the ``denominator - len(labels)`` that are not there at all."""
+    n = max(len(labels) if denominator is None else denominator, 1)
     c1, c5 = topk_correct(scores[ok], labels[ok])
     return 100.0 * c1 / n, 100.0 * c5 / n
 
 
-def summarise(cfg: Any, records: list[dict], *, checkpoint: str) -> dict:
+def summarise(cfg: Any, records: list[dict], *, checkpoint: str, num_dropped_lines: int = 0) -> dict:
     """summary.json's content: top-1/top-5/mean-class accuracy (percent), first-view top-1, sweep, counts
-    (mAP instead with ``DATA.MULTI_LABEL``)."""
+    (mAP instead with ``DATA.MULTI_LABEL``).
+
+    ``top1``/``top5`` are over the videos of the list (``num_videos``; a video that fails to decode counts as
+    wrong); ``top1_full_list``/``top5_full_list`` are over every listed line (``num_listed`` = ``num_videos`` +
+    ``num_dropped_lines``, the lines the list parser dropped also counting as wrong, the Caffe2 way).
+    """
     if cfg.DATA.MULTI_LABEL:
-        return multilabel.summarise(cfg, records, checkpoint=checkpoint)
+        return multilabel.summarise(cfg, records, checkpoint=checkpoint, num_dropped_lines=num_dropped_lines)
     k = cfg.MODEL.NUM_CLASSES
     labels = torch.tensor([r["label"] for r in records], dtype=torch.long)
     ok = torch.tensor([r["ok"] for r in records], dtype=torch.bool)
     scores = _stack(records, "scores", k)
     top1, top5 = accuracy(scores, labels, ok)
+    num_listed = len(records) + num_dropped_lines
+    top1_full, top5_full = accuracy(scores, labels, ok, denominator=num_listed)
     preds = torch.where(ok, scores.nan_to_num(-1).argmax(dim=1), torch.full_like(labels, -1))
     per_class = per_class_accuracy(preds, labels, num_classes=k)
     summary = {
         "top1": top1, "top5": top5, "mean_class_acc": mean_class_accuracy(per_class),
         "first_view_top1": accuracy(_stack(records, "first", k), labels, ok)[0],
         "num_videos": len(records), "num_failed": int((~ok).sum()),
+        "top1_full_list": top1_full, "top5_full_list": top5_full, "num_listed": num_listed,
+        "num_dropped_lines": num_dropped_lines,
         "views": cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS,
         "clips": cfg.TEST.NUM_ENSEMBLE_VIEWS, "crops": cfg.TEST.NUM_SPATIAL_CROPS,
         "crop_size": cfg.DATA.TEST_CROP_SIZE, "ensemble_method": cfg.TEST.ENSEMBLE_METHOD, "checkpoint": checkpoint,
@@ -244,11 +263,12 @@ def run_test(cfg: Any, info: du.DistInfo, *, checkpoint: str | None = None,
                    f"{cfg.DATA.TEST_CROP_SIZE}px, ensemble {cfg.TEST.ENSEMBLE_METHOD}")
         model = load_model(cfg, info, path)
         loader = build_test_loader(cfg, "test", distributed=info.distributed)
-        records = gather_records(score_videos(cfg, info, model, loader, stats, video_hooks))
+        records = gather_records(score_videos(cfg, info, model, loader, stats, video_hooks),
+                                 num_videos=len(loader.dataset))
         for r in records:  # every rank's failures, reported once by rank 0
             if not r["ok"]:
                 stats.info(f"failed to load test video {r['path']}: {r['failure']} (counted as wrong)")
-        summary = summarise(cfg, records, checkpoint=path)
+        summary = summarise(cfg, records, checkpoint=path, num_dropped_lines=len(loader.dataset.problems))
         if info.is_main:
             out = write_outputs(cfg, records, summary, class_names(cfg))
             stats.log("test_final", {k: v for k, v in summary.items() if not isinstance(v, dict)}, step=0)
@@ -257,7 +277,9 @@ def run_test(cfg: Any, info: du.DistInfo, *, checkpoint: str | None = None,
             else:
                 stats.info(f"test: top-1 {summary['top1']:.2f}  top-5 {summary['top5']:.2f}  mean-class "
                            f"{summary['mean_class_acc']:.2f}  ({summary['num_videos']} videos, "
-                           f"{summary['num_failed']} failed); results in {out}")
+                           f"{summary['num_failed']} failed); over all {summary['num_listed']} listed lines "
+                           f"({summary['num_dropped_lines']} dropped by the list parser): top-1 "
+                           f"{summary['top1_full_list']:.2f}  top-5 {summary['top5_full_list']:.2f}; results in {out}")
         du.barrier()
         check_all_ranks(loader.failures)  # after the outputs are written: a stop loses no results
         return summary

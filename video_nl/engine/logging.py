@@ -1,7 +1,8 @@
 """Run logging on rank 0: ``json_stats`` lines, TensorBoard scalars and a progress bar.
 
 * :class:`StatsLogger` prints ``json_stats: {...}`` (PySlowFast's format; ``_type`` train_iter,
-  train_epoch, val_epoch, test_final) and appends the same object as one line to ``OUTPUT_DIR/log.jsonl``;
+  train_epoch, precise_bn, val_epoch, test_final) and appends the same object as one line to
+  ``OUTPUT_DIR/log.jsonl``;
   numeric fields go to TensorBoard as ``{_type}/{field}`` at the given step.
 * :class:`Progress` is a tqdm bar (loss / lr / clips/s / ETA) on a TTY and plain lines otherwise.
 Non-main ranks get inert instances, so callers never branch on the rank. :func:`prepare_output_dir` checks

@@ -51,8 +51,11 @@ def _scores(records: list[dict], key: str, num_classes: int) -> torch.Tensor:
     return torch.stack(rows) if rows else torch.zeros(0, num_classes)
 
 
-def summarise(cfg: Any, records: list[dict], *, checkpoint: str) -> dict:
-    """summary.json of a multi-label test: mAP (percent), first-view mAP, sweep, counts."""
+def summarise(cfg: Any, records: list[dict], *, checkpoint: str, num_dropped_lines: int = 0) -> dict:
+    """summary.json of a multi-label test: mAP (percent), first-view mAP, sweep, counts.
+
+    Videos that fail to decode score 0 for every class (misses); list lines the parser dropped have no usable
+    labels, so they cannot enter the mAP: ``num_listed``/``num_dropped_lines`` say how many there were."""
     k = cfg.MODEL.NUM_CLASSES
     targets = multi_hot([r["label"] for r in records], k)
     per_class = average_precision(_scores(records, "scores", k), targets)
@@ -61,6 +64,7 @@ def summarise(cfg: Any, records: list[dict], *, checkpoint: str) -> dict:
         "first_view_mAP": mean_average_precision(average_precision(_scores(records, "first", k), targets)),
         "num_classes_with_positives": sum(a is not None for a in per_class),
         "num_videos": len(records), "num_failed": sum(not r["ok"] for r in records),
+        "num_listed": len(records) + num_dropped_lines, "num_dropped_lines": num_dropped_lines,
         "views": cfg.TEST.NUM_ENSEMBLE_VIEWS * cfg.TEST.NUM_SPATIAL_CROPS,
         "clips": cfg.TEST.NUM_ENSEMBLE_VIEWS, "crops": cfg.TEST.NUM_SPATIAL_CROPS,
         "crop_size": cfg.DATA.TEST_CROP_SIZE, "ensemble_method": cfg.TEST.ENSEMBLE_METHOD, "checkpoint": checkpoint,

@@ -1,8 +1,9 @@
 """Start-of-run weights and checkpoints of a training run: initial weights, auto-resume, saving.
 
-:func:`resume_or_init` continues from the newest readable checkpoint in ``OUTPUT_DIR/checkpoints``
-(``TRAIN.AUTO_RESUME``) or loads ``TRAIN.CHECKPOINT_FILE_PATH``; :func:`save` writes a checkpoint atomically on
-rank 0 and prunes old ones. File naming and the atomic write live in :mod:`video_nl.engine.checkpoint`.
+:func:`resume_or_init` continues from the newest readable checkpoint in ``OUTPUT_DIR/checkpoints`` as rank 0
+sees it, every rank loading that very file (``TRAIN.AUTO_RESUME``), or loads ``TRAIN.CHECKPOINT_FILE_PATH``;
+:func:`save` writes a checkpoint atomically on rank 0 and prunes old ones. File naming and the atomic write live
+in :mod:`video_nl.engine.checkpoint`.
 """
 from __future__ import annotations
 
@@ -89,14 +90,24 @@ def _check_shapes(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], 
 
 
 def resume_or_init(run: Run) -> None:
-    """Continue from the newest readable checkpoint (``TRAIN.AUTO_RESUME``), else load initial weights."""
+    """Continue from the checkpoint rank 0 chooses (``TRAIN.AUTO_RESUME``), else load initial weights.
+
+    Every rank ends with the same weights and position, or every rank stops with a :class:`UserError` naming
+    the ranks that could not load the file (see :func:`agreed_checkpoint`).
+    """
     cfg = run.cfg
     if run.dist.is_main:
         ckpt.remove_stale_temporaries(cfg.OUTPUT_DIR)
-    found = ckpt.newest_readable_checkpoint(cfg.OUTPUT_DIR) if cfg.TRAIN.AUTO_RESUME else None
+    found = agreed_checkpoint(run) if cfg.TRAIN.AUTO_RESUME else None
     if found is None:
         if cfg.TRAIN.CHECKPOINT_FILE_PATH:
-            init_weights(cfg, run.model, run.stats)
+            problem = ""
+            try:
+                init_weights(cfg, run.model, run.stats)
+            except UserError as e:
+                problem = str(e)
+            _stop_unless_all_ranks_ok(problem, doing=f"initialise from TRAIN.CHECKPOINT_FILE_PATH "
+                                                     f"{cfg.TRAIN.CHECKPOINT_FILE_PATH}")
         return
     path, state = found
     ckpt.unwrap(run.model).load_state_dict(state["model_state"])
@@ -104,8 +115,7 @@ def resume_or_init(run: Run) -> None:
     run.scheduler.load_state_dict(state["scheduler_state"])
     if run.scaler is not None and state.get("scaler_state"):
         run.scaler.load_state_dict(state["scaler_state"])
-    run.epoch, run.iteration = int(state["epoch"]), int(state["iteration"])
-    run.global_iteration = int(state["global_iteration"])
+    run.epoch, run.iteration, run.global_iteration = _position(state)
     rng = state.get("rng_state") or []
     if len(rng) == run.dist.world_size:
         ckpt.restore_rng_state(rng[run.dist.rank])
@@ -114,6 +124,56 @@ def resume_or_init(run: Run) -> None:
                        f"continuing with fresh RNG states (not bitwise-repeatable)")
     run.last_checkpoint = path
     run.stats.info(f"resumed from {path} (epoch {run.epoch}, iteration {run.iteration})")
+
+
+def _position(state: dict) -> tuple[int, int, int]:
+    return int(state["epoch"]), int(state["iteration"]), int(state["global_iteration"])
+
+
+def agreed_checkpoint(run: Run) -> tuple[str, dict] | None:
+    """The checkpoint every rank resumes from: rank 0 picks the newest readable one in ``OUTPUT_DIR`` and
+    broadcasts its path and (epoch, iteration, global iteration); every other rank loads exactly that file.
+
+    Collective. Returns ``(path, contents)`` on every rank, or None on every rank when rank 0 found none.
+
+    Raises:
+        UserError: on every rank, when any rank cannot read the file or finds another position in it (no
+            shared filesystem, a damaged copy); the message names each such rank and the path.
+    """
+    found = ckpt.newest_readable_checkpoint(run.cfg.OUTPUT_DIR) if run.dist.is_main else None
+    choice = du.broadcast_object(None if found is None else (found[0], _position(found[1])))
+    if choice is None:
+        return None
+    path, position = choice
+    state, problem = (found[1] if found is not None else None), ""
+    if state is None:
+        try:
+            state = safe_torch_load(path)
+            if _position(state) != position:
+                problem = f"it holds (epoch, iteration, global iteration) {_position(state)}, not {position}"
+        except UserError as e:
+            problem = str(e)
+        except (KeyError, TypeError, ValueError):
+            problem = "it is not a training checkpoint (no epoch/iteration)"
+    epoch, iteration, _ = position
+    _stop_unless_all_ranks_ok(problem, doing=f"load {path}, the checkpoint rank 0 chose to resume from (epoch "
+                                             f"{epoch}, iteration {iteration})")
+    return path, state
+
+
+def _stop_unless_all_ranks_ok(problem: str, *, doing: str) -> None:
+    """Collective: raise the same :class:`UserError` on every rank when any rank reports a ``problem`` (a single
+    process raises its own problem as it is)."""
+    problems = du.all_gather_objects(problem)
+    failed = [(rank, text) for rank, text in enumerate(problems) if text]
+    if failed and len(problems) == 1:
+        raise UserError(problem)
+    if failed:
+        who = ("rank " if len(failed) == 1 else "ranks ") + ", ".join(str(rank) for rank, _ in failed)
+        detail = "; ".join(f"rank {rank}: {text.rstrip('.')}" for rank, text in failed)
+        raise UserError(f"{who} could not {doing}. {detail}. Every rank must see the same files at the "
+                        f"same paths (OUTPUT_DIR and TRAIN.CHECKPOINT_FILE_PATH on a filesystem all nodes share); "
+                        f"stopped before training, so that no rank starts from other weights.")
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints

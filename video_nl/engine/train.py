@@ -1,9 +1,10 @@
 """``video-nl train``: the training loop (single process or torchrun/DDP), then multi-view testing.
 
 Pieces: ``runtime.setup`` (process group, seeds, determinism) → :func:`build_run` (model, optimiser, loaders,
-logging) → ``resume.resume_or_init`` → per epoch :func:`train_epoch` (which calls :func:`train_step`), precise
-BN + ``validate.validate`` every ``TRAIN.EVAL_PERIOD`` epochs, ``resume.save`` → ``evaluate.run_test`` when
-``TEST.ENABLE``. See docs/engine.md for the outputs and the checkpoint/resume rules.
+logging) → ``resume.resume_or_init`` → per epoch :func:`train_epoch` (which calls :func:`train_step`), then
+precise BN when a validation (every ``TRAIN.EVAL_PERIOD`` epochs) or an epoch-end checkpoint is due,
+``validate.validate``, ``resume.save`` → ``evaluate.run_test`` when ``TEST.ENABLE``. See docs/engine.md for
+the outputs and the checkpoint/resume rules.
 """
 from __future__ import annotations
 
@@ -268,11 +269,13 @@ def train(cfg: Any, info: du.DistInfo) -> str:
         last = cfg.SOLVER.MAX_EPOCH
         while run.epoch < last:
             train_epoch(run)
-            if _due(run.epoch, cfg.TRAIN.EVAL_PERIOD, last):
-                if cfg.BN.USE_PRECISE_STATS:
-                    precise_bn(run)
+            evaluate = _due(run.epoch, cfg.TRAIN.EVAL_PERIOD, last)
+            checkpoint = _due(run.epoch, cfg.TRAIN.CHECKPOINT_PERIOD, last) or run.epoch == last
+            if cfg.BN.USE_PRECISE_STATS and (evaluate or checkpoint):
+                precise_bn(run, before=[name for name, due in (("val", evaluate), ("checkpoint", checkpoint)) if due])
+            if evaluate:
                 validate(run)
-            if _due(run.epoch, cfg.TRAIN.CHECKPOINT_PERIOD, last) or run.epoch == last:
+            if checkpoint:
                 save(run, iteration=0)
         if not run.last_checkpoint:
             raise UserError(f"Nothing to train: OUTPUT_DIR {cfg.OUTPUT_DIR} has no checkpoint and "

@@ -1,4 +1,4 @@
-"""Validation during training: precise BN statistics and the 1-clip val accuracy (mAP for multi-label runs)."""
+"""End-of-epoch work of training: precise BN statistics and the 1-clip val accuracy (mAP for multi-label runs)."""
 from __future__ import annotations
 
 import torch
@@ -13,15 +13,21 @@ from .runtime import autocast, iterate
 from .state import Run
 
 
-def precise_bn(run: Run) -> None:
-    """Recompute BN statistics over ``BN.NUM_BATCHES_PRECISE`` training batches (this epoch's order)."""
+def precise_bn(run: Run, *, before: list[str]) -> None:
+    """Recompute BN statistics over ``BN.NUM_BATCHES_PRECISE`` training batches (this epoch's order); logs a
+    ``precise_bn`` line naming what it is done ``before`` (``val`` and/or ``checkpoint``).
+
+    Called once at the end of an epoch whose validation or checkpoint is due (the Caffe2 recipe: every
+    evaluation and every checkpoint sees precise statistics); mid-epoch checkpoints are resume points and
+    keep the running averages.
+    """
     loader = run.train_loader
     loader.sampler.set_epoch(run.epoch - 1)
     device = run.dist.device
     videos = (b["video"].to(device) for b in iterate(loader))
     with autocast(run.cfg, device):
         used = update_bn_stats(ckpt.unwrap(run.model), videos, num_batches=run.cfg.BN.NUM_BATCHES_PRECISE)
-    run.stats.info(f"precise BN: statistics recomputed over {used} batches")
+    run.stats.log("precise_bn", {"epoch": run.epoch, "num_batches": used, "before": before}, step=run.epoch)
 
 
 @torch.no_grad()
