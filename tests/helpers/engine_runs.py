@@ -58,10 +58,10 @@ def env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def video_nl(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m video_nl ARGS`` to completion, capturing output."""
-    return subprocess.run([sys.executable, "-m", "video_nl", *args], cwd=REPO, env=env(), capture_output=True,
-                          text=True, timeout=timeout)
+def video_nl(*args: str, timeout: float = 600, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m video_nl ARGS`` to completion, capturing output (``extra_env`` added to :func:`env`)."""
+    return subprocess.run([sys.executable, "-m", "video_nl", *args], cwd=REPO, env={**env(), **(extra_env or {})},
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def torchrun(nproc: int, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,21 +23,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import get_default_config
+from ..config import CfgNode, get_default_config
 from ..models.build import build_model
-from .common import make_row, resolve_device, synchronize, time_interleaved
+from .common import gemm_gflops, make_row, resolve_device, time_interleaved
+from .train_variants import run_variants
 
 BATCH, FRAMES, CROP, CLASSES = 2, 8, 112, 400
 NL_BLOCKS = {3: (1, 3), 4: (1, 3, 5)}  # PyTorchVideo Net.blocks index (res3, res4) -> ResBlock indices
 
 
-def build_ours(*, frames: int, crop: int, width: int = 64) -> nn.Module:
-    """Our I3D-NL5 R50 (``width`` < 64 only for smoke runs)."""
+def ours_config(*, frames: int, crop: int, width: int = 64) -> CfgNode:
+    """The config of our I3D-NL5 R50 (``width`` < 64 only for smoke runs)."""
     cfg = get_default_config()
     cfg.MODEL.ARCH, cfg.MODEL.NUM_CLASSES, cfg.NONLOCAL.PRESET = "i3d", CLASSES, "5"
     cfg.RESNET.WIDTH_PER_GROUP = width
     cfg.DATA.NUM_FRAMES, cfg.DATA.TRAIN_CROP_SIZE = frames, crop
-    return build_model(cfg)
+    return cfg
+
+
+def build_ours(*, frames: int, crop: int, width: int = 64) -> nn.Module:
+    """Our I3D-NL5 R50 (``width`` < 64 only for smoke runs)."""
+    return build_model(ours_config(frames=frames, crop=crop, width=width))
 
 
 def build_peer(*, frames: int, crop: int, width: int = 64) -> nn.Module:
@@ -101,16 +106,7 @@ def inference_fn(model: nn.Module, x: torch.Tensor, *, bf16: bool) -> Callable[[
 
 def sgemm_gflops(*, device: torch.device, n: int = 2048, repeats: int = 3) -> float:
     """This machine's fp32 matrix-multiply rate (best of ``repeats`` n×n×n products), GFLOP/s."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        a @ b
-        synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
+    return gemm_gflops(device=device, dtype=torch.float32, n=n, repeats=repeats)
 
 
 def forward_gflop(model: nn.Module, x: torch.Tensor) -> float:
@@ -214,6 +210,9 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                                  ours_setup=o.describe(), peer_setup=p.describe(), **extra))
     fp32_train = next(r for r in rows if r["case"] == "train_step" and r["impl"] == impl_name(FP32, FP32))
     fp32_train.update(_utilisation(ours, x, fp32_train, device=device))
+    rows += run_variants(cfg=ours_config(frames=frames, crop=crop, width=width), ours=ours, peer=peer, x=x, y=y,
+                         setup=pairs[0][0], peer_step_fn=train_step_fn, step_gflop=fp32_train["gflop_per_step"],
+                         warmup=warmup, repeats=repeats, compile_=not args.quick)
     return rows
 
 

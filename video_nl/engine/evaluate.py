@@ -246,7 +246,7 @@ def run_test(cfg: Any, info: du.DistInfo, *, checkpoint: str | None = None,
         model = load_model(cfg, info, path)
         loader = build_test_loader(cfg, "test", distributed=info.distributed)
         records = gather_records(score_videos(cfg, info, model, loader, stats, video_hooks))
-        log_compile_stats(cfg, stats, step=0)
+        log_compile_stats(cfg, stats, model, step=0)
         for r in records:  # every rank's failures, reported once by rank 0
             if not r["ok"]:
                 stats.info(f"failed to load test video {r['path']}: {r['failure']} (counted as wrong)")

@@ -123,10 +123,12 @@ def compile_stats() -> dict[str, Any]:
             "recompile_reasons": [r.splitlines()[0][:200] for r in reasons[-5:]]}
 
 
-def log_compile_stats(cfg: Any, stats: Any, *, step: int) -> None:
-    """A json_stats ``compile`` record (:func:`compile_stats`) when ``TRAIN.COMPILE`` is on."""
+def log_compile_stats(cfg: Any, stats: Any, model: nn.Module, *, step: int) -> None:
+    """A json_stats ``compile`` record when ``TRAIN.COMPILE`` is on: ``mode``, ``compiled`` (False after the
+    fallback) and :func:`compile_stats`."""
     if cfg.TRAIN.COMPILE != "none":
-        stats.log("compile", {"mode": cfg.TRAIN.COMPILE, **compile_stats()}, step=step)
+        stats.log("compile", {"mode": cfg.TRAIN.COMPILE, "compiled": is_compiled(model), **compile_stats()},
+                  step=step)
 
 
 # ---------------------------------------------------------------------------------------------- models

@@ -110,7 +110,8 @@ def train_step(run: Run, batch: dict) -> StepResult:
     failures = list(batch.get("failures") or [])
     run.failures.record(failures)
     run.train_loader.failures.add(failures)
-    loss_sum, top1, top5, nonfinite = _accumulate_gradients(run, video, labels)
+    loss_sum, top1, top5, nonfinite = accumulate_gradients(cfg, run.model, video, labels, device=device,
+                                                           scaler=run.scaler)
     totals = du.all_reduce_sum([loss_sum, top1, top5, len(labels), len(failures), nonfinite], device=device)
     skipped = totals[5] > 0
     if skipped:
@@ -121,20 +122,22 @@ def train_step(run: Run, batch: dict) -> StepResult:
                       failed=totals[4], skipped=skipped)
 
 
-def _accumulate_gradients(run: Run, video: torch.Tensor, labels: torch.Tensor) -> tuple[float, float, float, float]:
-    """Zero the gradients, then forward + backward each of the ``TRAIN.ACCUM_STEPS`` equal micro-batches of
-    this rank's batch, each loss scaled by 1/ACCUM_STEPS (so the gradient is the batch mean's); returns the
-    summed loss × clips, top-1/top-5 correct counts and 1.0 if any micro-batch loss was non-finite."""
-    cfg, device = run.cfg, run.dist.device
+def accumulate_gradients(cfg: Any, model: nn.Module, video: torch.Tensor, labels: torch.Tensor, *,
+                         device: torch.device, scaler: torch.amp.GradScaler | None = None
+                         ) -> tuple[float, float, float, float]:
+    """Zero ``model``'s gradients, then forward + backward each of the ``TRAIN.ACCUM_STEPS`` equal micro-batches
+    of this rank's batch (``B×3×T×H×W``), each loss scaled by 1/ACCUM_STEPS so the gradient is the batch
+    mean's; under DDP only the last micro-batch all-reduces. Returns the summed loss × clips, the top-1/top-5
+    correct counts and 1.0 if any micro-batch loss was non-finite (else 0.0)."""
     steps = cfg.TRAIN.ACCUM_STEPS  # the loader's batches are full and divide by it (micro_batch_size)
-    run.optimizer.zero_grad(set_to_none=True)
+    model.zero_grad(set_to_none=True)
     losses, top1, top5 = [], 0.0, 0.0
     for i, (v, y) in enumerate(zip(video.chunk(steps), labels.chunk(steps))):
-        with _grad_sync(run.model, enabled=i == steps - 1):
+        with _grad_sync(model, enabled=i == steps - 1):
             with autocast(cfg, device):
-                logits = run.model(v)
+                logits = model(v)
             loss = _loss(cfg, logits, y)
-            _backward(run, loss / steps)
+            (scaler.scale(loss / steps) if scaler is not None else loss / steps).backward()
         losses.append(loss.detach().double() * len(y))
         c1, c5 = topk_correct(logits.detach().float(), y)
         top1, top5 = top1 + c1, top5 + c5
@@ -147,10 +150,6 @@ def _grad_sync(model: nn.Module, *, enabled: bool) -> contextlib.AbstractContext
     if enabled or not isinstance(model, nn.parallel.DistributedDataParallel):
         return contextlib.nullcontext()
     return model.no_sync()
-
-
-def _backward(run: Run, loss: torch.Tensor) -> None:
-    (run.scaler.scale(loss) if run.scaler is not None else loss).backward()
 
 
 def _handle_nonfinite(run: Run) -> None:
@@ -266,7 +265,7 @@ def train_epoch(run: Run) -> None:
     run.epoch += 1
     run.iteration = 0
     _log_epoch(run, meter, lr=lr, wall=time.perf_counter() - start, num_failed=num_failed)
-    log_compile_stats(cfg, run.stats, step=run.epoch)
+    log_compile_stats(cfg, run.stats, run.model, step=run.epoch)
 
 
 def _due(epoch: int, period: int, last: int) -> bool:

@@ -1,0 +1,139 @@
+"""Train-step variants of ``bench model``: ours eager / compiled / act-checkpointed / accumulated vs PyTorchVideo
+at its best, with peak memory and the achieved FLOP/s against a GEMM measured in the same run.
+
+Everything runs in the device's recommended precision (:func:`video_nl.bench.model_bench.comparisons`' first
+setup: bf16 autocast + channels_last_3d where bf16 is fast, else fp32). Our steps go through the engine's own
+code: the model from ``build_model`` (``MODEL.ACT_CHECKPOINT``), ``runtime.compile_model`` (``TRAIN.COMPILE
+default``) and ``train.accumulate_gradients`` (``TRAIN.ACCUM_STEPS``, autocast, loss), then the SGD step.
+The peer runs eager and compiled (``torch.compile`` of the whole network, if it compiles); its best is the
+faster of the two. Rows (``bench model``):
+
+* ``train_variants`` / ``clips_per_s`` and ``train_peak_mem``: each of our variants vs the peer at its best
+  (``ours_best_vs_peer_best`` first: the faster of our eager and compiled steps, with ``gflop_per_s`` and
+  ``fraction_of_gemm``: 3 × forward FLOPs per clip × clips/s over an n×n×n GEMM rate of the same precision
+  measured in this run);
+* ``act_checkpoint`` / ``train_peak_mem`` and ``train_step_time``: ``MODEL.ACT_CHECKPOINT all`` vs the same
+  model without it (``peer_impl`` ``ours_eager``);
+* ``accumulation`` / ``train_peak_mem``: ``TRAIN.ACCUM_STEPS 2`` (2 micro-batches of 1) vs one batch of 2.
+
+Compiling the R50 on CPU takes minutes on a cold inductor cache (seconds once cached), so ``--quick`` leaves
+the compiled variants out.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..engine.runtime import compile_model
+from ..engine.train import accumulate_gradients
+from .common import MEMORY_METHODS, Stats, gemm_gflops, make_row, peak_memory, time_interleaved
+
+MIB = 2.0**20
+
+
+def variant_config(cfg: Any, *, bf16: bool, compile_mode: str = "none", act_checkpoint: str = "none",
+                   accum_steps: int = 1) -> Any:
+    """A copy of ``cfg`` with the precision and the speed/memory keys of one variant."""
+    out = copy.deepcopy(cfg)
+    out.TRAIN.MIXED_PRECISION = "bf16" if bf16 else "none"
+    out.TRAIN.COMPILE, out.TRAIN.ACCUM_STEPS, out.MODEL.ACT_CHECKPOINT = compile_mode, accum_steps, act_checkpoint
+    return out
+
+
+def ours_step_fn(cfg: Any, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    """One optimizer step the way ``video-nl train`` takes it (``accumulate_gradients`` + SGD)."""
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, nesterov=True, weight_decay=1e-4)
+
+    def run() -> None:
+        model.train()
+        accumulate_gradients(cfg, model, x, y, device=x.device)
+        opt.step()
+    return run
+
+
+def _warm(fns: dict[str, Callable[[], object]]) -> dict[str, str]:
+    """Call each function once (compiling the compiled ones); drop those that fail and return why."""
+    failed = {}
+    for name, fn in list(fns.items()):
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - a peer that does not compile is a result, not a crash
+            failed[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            del fns[name]
+    return failed
+
+
+def run_variants(*, cfg: Any, ours: nn.Module, peer: nn.Module, x: torch.Tensor, y: torch.Tensor, setup: Any,
+                 peer_step_fn: Callable[..., Callable[[], None]], step_gflop: float, warmup: int, repeats: int,
+                 compile_: bool) -> list[dict[str, Any]]:
+    """The rows described in the module docstring: our variants of ``ours`` (built from ``cfg``) and the peer
+    (stepped by ``peer_step_fn(model, x, y, bf16=...)``), all in ``setup`` (a ``model_bench.Setup``)."""
+    from ..models.build import build_model
+
+    device = x.device
+    variants: dict[str, dict[str, Any]] = {"eager": {}, "act_checkpoint": {"act_checkpoint": "all"},
+                                           "accum2": {"accum_steps": 2}}
+    if compile_:
+        variants["compiled"] = {"compile_mode": "default"}
+    fns: dict[str, Callable[[], object]] = {}
+    for name, keys in variants.items():
+        vcfg = variant_config(cfg, bf16=setup.bf16, **keys)
+        model = build_model(vcfg).to(device)
+        model.load_state_dict(ours.state_dict())
+        model, xs = setup.prepare(model, x)
+        fns[f"ours_{name}"] = ours_step_fn(vcfg, compile_model(vcfg, model, device=device), xs, y)
+    for name in ("eager", "compiled") if compile_ else ("eager",):
+        model, xs = setup.prepare(peer, x)
+        fns[f"peer_{name}"] = peer_step_fn(torch.compile(model) if name == "compiled" else model, xs, y,
+                                           bf16=setup.bf16)
+    failed = _warm(fns)
+    times = time_interleaved(fns, device=device, warmup=max(warmup - 1, 0), repeats=repeats)
+    memory = {name: peak_memory(fn, device=device) / MIB for name, fn in fns.items()}
+    return _rows(times, memory, failed=failed, batch=len(x), step_gflop=step_gflop, setup=setup, device=device)
+
+
+def _best(times: dict[str, Stats], side: str) -> str:
+    return min((n for n in times if n.startswith(side + "_")), key=lambda n: times[n].median)
+
+
+def _rows(times: dict[str, Stats], memory: dict[str, float], *, failed: dict[str, str], batch: int,
+          step_gflop: float, setup: Any, device: torch.device) -> list[dict[str, Any]]:
+    best_ours = _best({n: t for n, t in times.items() if n in ("ours_eager", "ours_compiled")}, "ours")
+    best_peer = _best(times, "peer")
+    extra = {"setup": setup.describe(), "device": device.type, "peer_variant": best_peer.removeprefix("peer_"),
+             "peer_clips_per_s": {n.removeprefix("peer_"): batch / t.median for n, t in times.items()
+                                  if n.startswith("peer_")},
+             **({"failed": failed} if failed else {})}
+    gemm = gemm_gflops(device=device, dtype=torch.bfloat16 if setup.bf16 else torch.float32)
+    achieved = step_gflop * batch / times[best_ours].median
+    head = make_row(bench="model", case="train_variants", impl="ours_best_vs_peer_best", metric="clips_per_s",
+                    ours=times[best_ours].inverted(batch), peer=times[best_peer].inverted(batch),
+                    ours_variant=best_ours.removeprefix("ours_"), gflop_per_step=step_gflop, gflop_per_s=achieved,
+                    gemm_gflop_per_s=gemm, gemm_dtype="bf16" if setup.bf16 else "fp32",
+                    fraction_of_gemm=achieved / gemm, **extra)
+    rows = [head]
+    ours = [n for n in times if n.startswith("ours_")]
+    for name in ours:
+        impl = f"{name}_vs_peer_best"
+        rows.append(make_row(bench="model", case="train_variants", impl=impl, metric="clips_per_s",
+                             ours=times[name].inverted(batch), peer=times[best_peer].inverted(batch), **extra))
+    for name in ours:
+        rows.append(make_row(bench="model", case="train_variants", impl=f"{name}_vs_peer_best",
+                             metric="train_peak_mem", ours=memory[name], peer=memory[best_peer],
+                             method=MEMORY_METHODS[device.type], **extra))
+    internal = {"setup": setup.describe(), "device": device.type, "peer_impl": "ours_eager",
+                "method": MEMORY_METHODS[device.type]}
+    for case, name in (("act_checkpoint", "ours_act_checkpoint"), ("accumulation", "ours_accum2")):
+        if name not in times or "ours_eager" not in times:
+            continue
+        rows.append(make_row(bench="model", case=case, impl=name.removeprefix("ours_"), metric="train_peak_mem",
+                             ours=memory[name], peer=memory["ours_eager"], **internal))
+        if case == "act_checkpoint":
+            rows.append(make_row(bench="model", case=case, impl=name.removeprefix("ours_"),
+                                 metric="train_step_time", ours=times[name].scaled(1e3),
+                                 peer=times["ours_eager"].scaled(1e3), **internal))
+    return rows
