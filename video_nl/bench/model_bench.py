@@ -210,9 +210,10 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                                  ours_setup=o.describe(), peer_setup=p.describe(), **extra))
     fp32_train = next(r for r in rows if r["case"] == "train_step" and r["impl"] == impl_name(FP32, FP32))
     fp32_train.update(_utilisation(ours, x, fp32_train, device=device))
+    x_memory = torch.randn(BATCH, 3, frames, 2 * crop, 2 * crop, device=device)
     rows += run_variants(cfg=ours_config(frames=frames, crop=crop, width=width), ours=ours, peer=peer, x=x, y=y,
-                         setup=pairs[0][0], peer_step_fn=train_step_fn, step_gflop=fp32_train["gflop_per_step"],
-                         warmup=warmup, repeats=repeats, compile_=not args.quick)
+                         x_memory=x_memory, setup=pairs[0][0], peer_step_fn=train_step_fn, step_gflop=fp32_train["gflop_per_step"],
+                         warmup=warmup, repeats=repeats, quick=args.quick)
     return rows
 
 

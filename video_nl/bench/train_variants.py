@@ -13,8 +13,10 @@ faster of the two. Rows (``bench model``):
   ``fraction_of_gemm``: 3 × forward FLOPs per clip × clips/s over an n×n×n GEMM rate of the same precision
   measured in this run);
 * ``act_checkpoint`` / ``train_peak_mem`` and ``train_step_time``: ``MODEL.ACT_CHECKPOINT all`` vs the same
-  model without it (``peer_impl`` ``ours_eager``);
-* ``accumulation`` / ``train_peak_mem``: ``TRAIN.ACCUM_STEPS 2`` (2 micro-batches of 1) vs one batch of 2.
+  model without it (``peer_impl`` ``ours_eager``), and ``accumulation`` (same metrics): ``TRAIN.ACCUM_STEPS 2``
+  (2 micro-batches of 1) vs one batch of 2 — on a 2× larger crop (8×224² in the full run), where activations
+  dominate the step's memory as in real training (at 8×112², batch 2, the R50's gradients and its bf16 weight
+  copies, ~210 MiB, are most of the peak whatever the activations).
 
 Compiling the R50 on CPU takes minutes on a cold inductor cache (seconds once cached), so ``--quick`` leaves
 the compiled variants out.
@@ -28,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..engine.runtime import compile_model
+from ..engine.runtime import compile_model, compile_stats
 from ..engine.train import accumulate_gradients
 from .common import MEMORY_METHODS, Stats, gemm_gflops, make_row, peak_memory, time_interleaved
 
@@ -55,85 +57,105 @@ def ours_step_fn(cfg: Any, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -
     return run
 
 
-def _warm(fns: dict[str, Callable[[], object]]) -> dict[str, str]:
-    """Call each function once (compiling the compiled ones); drop those that fail and return why."""
-    failed = {}
+def _warm(fns: dict[str, Callable[[], object]]) -> tuple[dict[str, str], dict[str, dict[str, int]]]:
+    """Call each function once (compiling the compiled ones); drop those that fail. Returns why they failed
+    and, per compiled function, the TorchDynamo graphs, graph breaks and recompiles its first call caused."""
+    failed, compiled = {}, {}
     for name, fn in list(fns.items()):
+        before = compile_stats()
         try:
             fn()
         except Exception as e:  # noqa: BLE001 - a peer that does not compile is a result, not a crash
             failed[name] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
             del fns[name]
-    return failed
+        after = compile_stats()
+        if after["compiled_graphs"] > before["compiled_graphs"]:
+            compiled[name] = {k: after[k] - before[k] for k in ("compiled_graphs", "graph_breaks", "recompiles")}
+    return failed, compiled
 
 
-def run_variants(*, cfg: Any, ours: nn.Module, peer: nn.Module, x: torch.Tensor, y: torch.Tensor, setup: Any,
-                 peer_step_fn: Callable[..., Callable[[], None]], step_gflop: float, warmup: int, repeats: int,
-                 compile_: bool) -> list[dict[str, Any]]:
+def run_variants(*, cfg: Any, ours: nn.Module, peer: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 x_memory: torch.Tensor, setup: Any, peer_step_fn: Callable[..., Callable[[], None]],
+                 step_gflop: float, warmup: int, repeats: int, quick: bool) -> list[dict[str, Any]]:
     """The rows described in the module docstring: our variants of ``ours`` (built from ``cfg``) and the peer
-    (stepped by ``peer_step_fn(model, x, y, bf16=...)``), all in ``setup`` (a ``model_bench.Setup``)."""
+    (stepped by ``peer_step_fn(model, x, y, bf16=...)``), all in ``setup`` (a ``model_bench.Setup``);
+    ``x_memory`` is the larger clip batch (same batch size as ``x``) of the ``act_checkpoint``/``accumulation``
+    rows. ``quick``: no compiled variants, one round without warm-up on the larger clip."""
     from ..models.build import build_model
 
     device = x.device
     variants: dict[str, dict[str, Any]] = {"eager": {}, "act_checkpoint": {"act_checkpoint": "all"},
                                            "accum2": {"accum_steps": 2}}
-    if compile_:
+    if not quick:
         variants["compiled"] = {"compile_mode": "default"}
     fns: dict[str, Callable[[], object]] = {}
+    big: dict[str, Callable[[], object]] = {}
+    xb = x_memory.contiguous(memory_format=torch.channels_last_3d) if setup.channels_last else x_memory
     for name, keys in variants.items():
         vcfg = variant_config(cfg, bf16=setup.bf16, **keys)
         model = build_model(vcfg).to(device)
         model.load_state_dict(ours.state_dict())
         model, xs = setup.prepare(model, x)
         fns[f"ours_{name}"] = ours_step_fn(vcfg, compile_model(vcfg, model, device=device), xs, y)
-    for name in ("eager", "compiled") if compile_ else ("eager",):
+        if name != "compiled":  # the head global-pools in training, so the same model takes the larger clip
+            big[f"ours_{name}"] = ours_step_fn(vcfg, model, xb, y)
+    for name in ("eager",) if quick else ("eager", "compiled"):
         model, xs = setup.prepare(peer, x)
         fns[f"peer_{name}"] = peer_step_fn(torch.compile(model) if name == "compiled" else model, xs, y,
                                            bf16=setup.bf16)
-    failed = _warm(fns)
+    failed, compiled = _warm(fns)
     times = time_interleaved(fns, device=device, warmup=max(warmup - 1, 0), repeats=repeats)
     memory = {name: peak_memory(fn, device=device) / MIB for name, fn in fns.items()}
-    return _rows(times, memory, failed=failed, batch=len(x), step_gflop=step_gflop, setup=setup, device=device)
+    rows = _variant_rows(times, memory, failed=failed, compiled=compiled, batch=len(x), step_gflop=step_gflop,
+                         setup=setup, device=device)
+    big_times = time_interleaved(big, device=device, warmup=0 if quick else 1, repeats=1 if quick else 3)
+    big_memory = {name: peak_memory(fn, device=device) / MIB for name, fn in big.items()}
+    return rows + _memory_rows(big_times, big_memory, setup=setup, device=device, size=list(x_memory.shape))
 
 
 def _best(times: dict[str, Stats], side: str) -> str:
     return min((n for n in times if n.startswith(side + "_")), key=lambda n: times[n].median)
 
 
-def _rows(times: dict[str, Stats], memory: dict[str, float], *, failed: dict[str, str], batch: int,
-          step_gflop: float, setup: Any, device: torch.device) -> list[dict[str, Any]]:
+def _variant_rows(times: dict[str, Stats], memory: dict[str, float], *, failed: dict[str, str],
+                  compiled: dict[str, dict[str, int]], batch: int, step_gflop: float, setup: Any,
+                  device: torch.device) -> list[dict[str, Any]]:
+    """``train_variants`` rows: ours at its best (with FLOP/s over the GEMM rate), then each variant, vs the peer
+    at its best, in clips/s and in peak memory."""
     best_ours = _best({n: t for n, t in times.items() if n in ("ours_eager", "ours_compiled")}, "ours")
     best_peer = _best(times, "peer")
     extra = {"setup": setup.describe(), "device": device.type, "peer_variant": best_peer.removeprefix("peer_"),
              "peer_clips_per_s": {n.removeprefix("peer_"): batch / t.median for n, t in times.items()
                                   if n.startswith("peer_")},
-             **({"failed": failed} if failed else {})}
+             **({"compile": compiled} if compiled else {}), **({"failed": failed} if failed else {})}
     gemm = gemm_gflops(device=device, dtype=torch.bfloat16 if setup.bf16 else torch.float32)
     achieved = step_gflop * batch / times[best_ours].median
-    head = make_row(bench="model", case="train_variants", impl="ours_best_vs_peer_best", metric="clips_per_s",
-                    ours=times[best_ours].inverted(batch), peer=times[best_peer].inverted(batch),
-                    ours_variant=best_ours.removeprefix("ours_"), gflop_per_step=step_gflop, gflop_per_s=achieved,
-                    gemm_gflop_per_s=gemm, gemm_dtype="bf16" if setup.bf16 else "fp32",
-                    fraction_of_gemm=achieved / gemm, **extra)
-    rows = [head]
+    rows = [make_row(bench="model", case="train_variants", impl="ours_best_vs_peer_best", metric="clips_per_s",
+                     ours=times[best_ours].inverted(batch), peer=times[best_peer].inverted(batch),
+                     ours_variant=best_ours.removeprefix("ours_"), gflop_per_step=step_gflop, gflop_per_s=achieved,
+                     gemm_gflop_per_s=gemm, gemm_dtype="bf16" if setup.bf16 else "fp32",
+                     fraction_of_gemm=achieved / gemm, **extra)]
     ours = [n for n in times if n.startswith("ours_")]
-    for name in ours:
-        impl = f"{name}_vs_peer_best"
-        rows.append(make_row(bench="model", case="train_variants", impl=impl, metric="clips_per_s",
-                             ours=times[name].inverted(batch), peer=times[best_peer].inverted(batch), **extra))
-    for name in ours:
-        rows.append(make_row(bench="model", case="train_variants", impl=f"{name}_vs_peer_best",
-                             metric="train_peak_mem", ours=memory[name], peer=memory[best_peer],
-                             method=MEMORY_METHODS[device.type], **extra))
-    internal = {"setup": setup.describe(), "device": device.type, "peer_impl": "ours_eager",
-                "method": MEMORY_METHODS[device.type]}
+    rows += [make_row(bench="model", case="train_variants", impl=f"{name}_vs_peer_best", metric="clips_per_s",
+                      ours=times[name].inverted(batch), peer=times[best_peer].inverted(batch), **extra)
+             for name in ours]
+    rows += [make_row(bench="model", case="train_variants", impl=f"{name}_vs_peer_best", metric="train_peak_mem",
+                      ours=memory[name], peer=memory[best_peer], method=MEMORY_METHODS[device.type], **extra)
+             for name in ours]
+    return rows
+
+
+def _memory_rows(times: dict[str, Stats], memory: dict[str, float], *, setup: Any, device: torch.device,
+                 size: list[int]) -> list[dict[str, Any]]:
+    """``act_checkpoint`` (memory and step time) and ``accumulation`` (memory) rows against our eager step."""
+    extra = {"input": size, "setup": setup.describe(), "device": device.type, "peer_impl": "ours_eager",
+             "method": MEMORY_METHODS[device.type]}
+    rows = []
     for case, name in (("act_checkpoint", "ours_act_checkpoint"), ("accumulation", "ours_accum2")):
-        if name not in times or "ours_eager" not in times:
-            continue
-        rows.append(make_row(bench="model", case=case, impl=name.removeprefix("ours_"), metric="train_peak_mem",
-                             ours=memory[name], peer=memory["ours_eager"], **internal))
-        if case == "act_checkpoint":
-            rows.append(make_row(bench="model", case=case, impl=name.removeprefix("ours_"),
-                                 metric="train_step_time", ours=times[name].scaled(1e3),
-                                 peer=times["ours_eager"].scaled(1e3), **internal))
+        if name in times and "ours_eager" in times:
+            impl = name.removeprefix("ours_")
+            rows.append(make_row(bench="model", case=case, impl=impl, metric="train_peak_mem", ours=memory[name],
+                                 peer=memory["ours_eager"], **extra))
+            rows.append(make_row(bench="model", case=case, impl=impl, metric="train_step_time",
+                                 ours=times[name].scaled(1e3), peer=times["ours_eager"].scaled(1e3), **extra))
     return rows

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import shutil
 import sys
 import warnings
 from collections.abc import Iterator
@@ -60,6 +59,8 @@ def compile_unavailable(device: torch.device) -> str | None:
     support for this platform/Python, a working C++ compiler for CPU kernels (inductor's ``cpp.cxx``, i.e.
     ``$CXX`` or g++), Triton for CUDA kernels.
     """
+    import torch._dynamo
+
     if not torch._dynamo.is_dynamo_supported():
         return f"TorchDynamo does not support this platform (Python {sys.version.split()[0]})"
     if device.type == "cuda":
@@ -67,14 +68,11 @@ def compile_unavailable(device: torch.device) -> str | None:
 
         return None if has_triton() else "inductor needs Triton for CUDA kernels and it is not installed or " \
                                          "does not support this GPU"
+    from torch._inductor import config as inductor_config
+    from torch._inductor.cpp_builder import get_cpp_compiler
+
     try:
-        from torch._inductor import config as inductor_config
-        from torch._inductor.cpp_builder import get_cpp_compiler
-    except ImportError:  # a torch without these internals: look for the compiler inductor would call
-        cxx = os.environ.get("CXX", "g++")
-        return None if shutil.which(cxx) else f"inductor needs a C++ compiler for CPU kernels; {cxx} was not found"
-    try:
-        get_cpp_compiler()
+        get_cpp_compiler()  # runs `$CXX --version` for each candidate, as inductor will
     except Exception:  # noqa: BLE001 - inductor raises its own InvalidCxxCompiler (or OSError) when none runs
         wanted = [c for c in inductor_config.cpp.cxx if c]
         return (f"inductor needs a C++ compiler for CPU kernels and none of {wanted} runs (install g++ or point "
@@ -109,8 +107,10 @@ def compile_model(cfg: Any, model: nn.Module, *, device: torch.device) -> nn.Mod
 
 
 def is_compiled(model: nn.Module) -> bool:
-    """True when ``model`` (or the module inside its DDP wrapper) was compiled by :func:`compile_model`."""
-    return getattr(ckpt.unwrap(model), "_compiled_call_impl", None) is not None
+    """True when ``model`` (or the module inside its DDP wrapper) is compiled: in place (:func:`compile_model`)
+    or wrapped by ``torch.compile``."""
+    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    return any(getattr(m, "_compiled_call_impl", None) is not None or hasattr(m, "_orig_mod") for m in (model, inner))
 
 
 def compile_stats() -> dict[str, Any]:
