@@ -116,15 +116,19 @@ def test_model_bench_quick_rows(tmp_path, capsys):
     # Train-step variants (no compiled ones in --quick: compiling takes minutes).
     variants = [(r["case"], r["impl"], r["metric"]) for r in all_rows if r not in rows]
     ours = ["eager", "act_checkpoint", "accum2"]
+    bf16 = model_bench.bf16_supported(CPU)
     assert variants == ([("train_variants", "ours_best_vs_peer_best", "clips_per_s")]
                         + [("train_variants", f"ours_{v}_vs_peer_best", "clips_per_s") for v in ours]
                         + [("train_variants", f"ours_{v}_vs_peer_best", "train_peak_mem") for v in ours]
+                        + [("utilisation", f"ours_eager_vs_{'bf16' if bf16 else 'fp32'}_gemm", "gflop_per_s")]
                         + [("act_checkpoint", "act_checkpoint", "train_peak_mem"),
                            ("act_checkpoint", "act_checkpoint", "train_step_time"),
                            ("accumulation", "accum2", "train_peak_mem"),
                            ("accumulation", "accum2", "train_step_time")])
     head = next(r for r in all_rows if r["impl"] == "ours_best_vs_peer_best")
     assert head["ours_variant"] == "eager" and head["peer_variant"] == "eager" and 0 < head["fraction_of_gemm"] < 1
+    utilisation = next(r for r in all_rows if r["case"] == "utilisation")
+    assert utilisation["better_by"] == pytest.approx(head["fraction_of_gemm"])
     memory = {r["case"]: r for r in all_rows if r["case"] in ("act_checkpoint", "accumulation")
               and r["metric"] == "train_peak_mem"}
     assert memory["act_checkpoint"]["peer_impl"] == "ours_eager" and memory["act_checkpoint"]["input"][3:] == [128, 128]

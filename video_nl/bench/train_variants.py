@@ -5,13 +5,16 @@ Everything runs in the device's recommended precision (:func:`video_nl.bench.mod
 setup: bf16 autocast + channels_last_3d where bf16 is fast, else fp32). Our steps go through the engine's own
 code: the model from ``build_model`` (``MODEL.ACT_CHECKPOINT``), ``runtime.compile_model`` (``TRAIN.COMPILE
 default``) and ``train.accumulate_gradients`` (``TRAIN.ACCUM_STEPS``, autocast, loss), then the SGD step.
+Where that precision is bf16, ours also runs compiled in fp32 (``compiled_fp32``) for the fp32 FLOP/s.
 The peer runs eager and compiled (``torch.compile`` of the whole network, if it compiles); its best is the
 faster of the two. Rows (``bench model``):
 
 * ``train_variants`` / ``clips_per_s`` and ``train_peak_mem``: each of our variants vs the peer at its best
-  (``ours_best_vs_peer_best`` first: the faster of our eager and compiled steps, with ``gflop_per_s`` and
+  (``ours_best_vs_peer_best`` first: the fastest of our eager and compiled steps, with ``gflop_per_s`` and
   ``fraction_of_gemm``: 3 × forward FLOPs per clip × clips/s over an n×n×n GEMM rate of the same precision
   measured in this run);
+* ``utilisation`` / ``gflop_per_s``: our fastest step per precision vs that precision's GEMM rate
+  (``better_by`` is the fraction of the GEMM rate achieved);
 * ``act_checkpoint`` / ``train_peak_mem`` and ``train_step_time``: ``MODEL.ACT_CHECKPOINT all`` vs the same
   model without it (``peer_impl`` ``ours_eager``), and ``accumulation`` (same metrics): ``TRAIN.ACCUM_STEPS 2``
   (2 micro-batches of 1) vs one batch of 2 — on a 2× larger crop (8×224² in the full run), where activations
@@ -24,6 +27,7 @@ the compiled variants out.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -84,20 +88,24 @@ def run_variants(*, cfg: Any, ours: nn.Module, peer: nn.Module, x: torch.Tensor,
     from ..models.build import build_model
 
     device = x.device
-    variants: dict[str, dict[str, Any]] = {"eager": {}, "act_checkpoint": {"act_checkpoint": "all"},
-                                           "accum2": {"accum_steps": 2}}
+    variants: dict[str, tuple[dict[str, Any], Any]] = {
+        "eager": ({}, setup), "act_checkpoint": ({"act_checkpoint": "all"}, setup),
+        "accum2": ({"accum_steps": 2}, setup)}
     if not quick:
-        variants["compiled"] = {"compile_mode": "default"}
+        variants["compiled"] = ({"compile_mode": "default"}, setup)
+        if setup.bf16:  # for the fp32 FLOP/s against sgemm
+            variants["compiled_fp32"] = ({"compile_mode": "default"},
+                                         dataclasses.replace(setup, bf16=False, channels_last=False))
     fns: dict[str, Callable[[], object]] = {}
     big: dict[str, Callable[[], object]] = {}
     xb = x_memory.contiguous(memory_format=torch.channels_last_3d) if setup.channels_last else x_memory
-    for name, keys in variants.items():
-        vcfg = variant_config(cfg, bf16=setup.bf16, **keys)
+    for name, (keys, vsetup) in variants.items():
+        vcfg = variant_config(cfg, bf16=vsetup.bf16, **keys)
         model = build_model(vcfg).to(device)
         model.load_state_dict(ours.state_dict())
-        model, xs = setup.prepare(model, x)
+        model, xs = vsetup.prepare(model, x)
         fns[f"ours_{name}"] = ours_step_fn(vcfg, compile_model(vcfg, model, device=device), xs, y)
-        if name != "compiled":  # the head global-pools in training, so the same model takes the larger clip
+        if vcfg.TRAIN.COMPILE == "none":  # the head global-pools in training: the same model takes the larger clip
             big[f"ours_{name}"] = ours_step_fn(vcfg, model, xb, y)
     for name in ("eager",) if quick else ("eager", "compiled"):
         model, xs = setup.prepare(peer, x)
@@ -122,19 +130,23 @@ def _variant_rows(times: dict[str, Stats], memory: dict[str, float], *, failed: 
                   device: torch.device) -> list[dict[str, Any]]:
     """``train_variants`` rows: ours at its best (with FLOP/s over the GEMM rate), then each variant, vs the peer
     at its best, in clips/s and in peak memory."""
-    best_ours = _best({n: t for n, t in times.items() if n in ("ours_eager", "ours_compiled")}, "ours")
+    best_ours = _best({n: t for n, t in times.items() if n in ("ours_eager", "ours_compiled", "ours_compiled_fp32")},
+                      "ours")
     best_peer = _best(times, "peer")
     extra = {"setup": setup.describe(), "device": device.type, "peer_variant": best_peer.removeprefix("peer_"),
              "peer_clips_per_s": {n.removeprefix("peer_"): batch / t.median for n, t in times.items()
                                   if n.startswith("peer_")},
              **({"compile": compiled} if compiled else {}), **({"failed": failed} if failed else {})}
-    gemm = gemm_gflops(device=device, dtype=torch.bfloat16 if setup.bf16 else torch.float32)
+    gemm = {"fp32": gemm_gflops(device=device, dtype=torch.float32, repeats=10)}
+    if setup.bf16:
+        gemm["bf16"] = gemm_gflops(device=device, dtype=torch.bfloat16, repeats=10)
+    dtype = "fp32" if best_ours == "ours_compiled_fp32" or not setup.bf16 else "bf16"
     achieved = step_gflop * batch / times[best_ours].median
     rows = [make_row(bench="model", case="train_variants", impl="ours_best_vs_peer_best", metric="clips_per_s",
                      ours=times[best_ours].inverted(batch), peer=times[best_peer].inverted(batch),
                      ours_variant=best_ours.removeprefix("ours_"), gflop_per_step=step_gflop, gflop_per_s=achieved,
-                     gemm_gflop_per_s=gemm, gemm_dtype="bf16" if setup.bf16 else "fp32",
-                     fraction_of_gemm=achieved / gemm, **extra)]
+                     gemm_gflop_per_s=gemm[dtype], gemm_dtype=dtype, fraction_of_gemm=achieved / gemm[dtype],
+                     **extra)]
     ours = [n for n in times if n.startswith("ours_")]
     rows += [make_row(bench="model", case="train_variants", impl=f"{name}_vs_peer_best", metric="clips_per_s",
                       ours=times[name].inverted(batch), peer=times[best_peer].inverted(batch), **extra)
@@ -142,6 +154,16 @@ def _variant_rows(times: dict[str, Stats], memory: dict[str, float], *, failed: 
     rows += [make_row(bench="model", case="train_variants", impl=f"{name}_vs_peer_best", metric="train_peak_mem",
                       ours=memory[name], peer=memory[best_peer], method=MEMORY_METHODS[device.type], **extra)
              for name in ours]
+    # Achieved FLOP/s of our fastest step in each precision over that precision's GEMM rate (better_by = fraction).
+    for precision, names in (("fp32", ("ours_compiled_fp32",) if setup.bf16 else ("ours_eager", "ours_compiled")),
+                             ("bf16", ("ours_eager", "ours_compiled") if setup.bf16 else ())):
+        timed = [n for n in names if n in times]
+        if timed:
+            name = min(timed, key=lambda n: times[n].median)
+            rows.append(make_row(bench="model", case="utilisation", impl=f"{name}_vs_{precision}_gemm",
+                                 metric="gflop_per_s", ours=step_gflop * batch / times[name].median,
+                                 peer=gemm[precision], gflop_per_step=step_gflop, setup=extra["setup"],
+                                 device=device.type))
     return rows
 
 
