@@ -17,6 +17,7 @@ from video_nl.config import load_config
 from video_nl.engine import runtime
 from video_nl.engine.checkpoint import list_checkpoints
 from video_nl.engine.evaluate import view_probs
+from video_nl.engine.precise_bn import update_bn_stats
 from video_nl.engine.train import train
 from video_nl.models import build_model
 
@@ -94,6 +95,14 @@ def test_compiled_model_matches_eager_and_compiles_each_shape_once(data, tmp_pat
     for (name, a), b in zip(compiled.named_buffers(), eager.buffers()):
         torch.testing.assert_close(a.float(), b.float(), rtol=1e-4, atol=1e-5, msg=name)
     assert compiled.state_dict().keys() == eager.state_dict().keys()
+
+    # Precise BN's hooks run the compiled model eagerly: the same statistics, no new graph.
+    graphs = runtime.compile_stats()["compiled_graphs"]
+    for model in (compiled, eager):
+        assert update_bn_stats(model, [x, 2 * x], num_batches=2) == 2
+    for (name, a), b in zip(compiled.named_buffers(), eager.buffers()):
+        torch.testing.assert_close(a.float(), b.float(), rtol=1e-5, atol=1e-6, msg=name)
+    assert runtime.compile_stats()["compiled_graphs"] == graphs
 
     # Fully-convolutional test views (48 px > the 32 px training window): 3 views in chunks of 2 are padded
     # to one shape, so the eval pass compiles once and the next video reuses it.

@@ -141,7 +141,7 @@ def _variant_rows(times: dict[str, Stats], memory: dict[str, float], *, failed: 
     if setup.bf16:
         gemm["bf16"] = gemm_gflops(device=device, dtype=torch.bfloat16, repeats=10)
     dtype = "fp32" if best_ours == "ours_compiled_fp32" or not setup.bf16 else "bf16"
-    achieved = step_gflop * batch / times[best_ours].median
+    achieved = step_gflop / times[best_ours].median  # step_gflop covers the whole batch
     rows = [make_row(bench="model", case="train_variants", impl="ours_best_vs_peer_best", metric="clips_per_s",
                      ours=times[best_ours].inverted(batch), peer=times[best_peer].inverted(batch),
                      ours_variant=best_ours.removeprefix("ours_"), gflop_per_step=step_gflop, gflop_per_s=achieved,
@@ -161,7 +161,7 @@ def _variant_rows(times: dict[str, Stats], memory: dict[str, float], *, failed: 
         if timed:
             name = min(timed, key=lambda n: times[n].median)
             rows.append(make_row(bench="model", case="utilisation", impl=f"{name}_vs_{precision}_gemm",
-                                 metric="gflop_per_s", ours=step_gflop * batch / times[name].median,
+                                 metric="gflop_per_s", ours=step_gflop / times[name].median,
                                  peer=gemm[precision], gflop_per_step=step_gflop, setup=extra["setup"],
                                  device=device.type))
     return rows
