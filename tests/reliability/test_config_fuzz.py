@@ -54,6 +54,8 @@ OUT_OF_RANGE = [
     ("TRAIN.CHECKPOINT_PERIOD", "0"), ("TRAIN.CHECKPOINT_PERIOD_ITERS", "-1"), ("TRAIN.KEEP_CHECKPOINTS", "-1"),
     ("TRAIN.LABEL_SMOOTHING", "1.0"), ("TRAIN.LABEL_SMOOTHING", "-0.1"),
     ("TEST.BATCH_SIZE", "0"), ("TEST.NUM_ENSEMBLE_VIEWS", "0"),
+    ("TRAIN.ACCUM_STEPS", "0"), ("MODEL.ACT_CHECKPOINT", "sometimes"), ("MODEL.ACT_CHECKPOINT", "[True, False]"),
+    ("MODEL.ACT_CHECKPOINT", "[1, 0, 0, 1]"),
 ]
 
 # Combinations each key of which is valid alone (the first key is the one the message must name).
@@ -71,6 +73,7 @@ INCONSISTENT = [
     ("RESNET.NUM_GROUPS", ["RESNET.DEPTH", "18", "RESNET.NUM_GROUPS", "32"]),
     ("GC.FUSION", ["GC.FUSION", "['channel_add', 'sum']"]),
     ("GC.FUSION", ["GC.FUSION", "[]"]),
+    ("TRAIN.ACCUM_STEPS", ["TRAIN.BATCH_SIZE", "6", "TRAIN.ACCUM_STEPS", "4"]),
 ]
 
 
