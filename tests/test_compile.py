@@ -40,21 +40,22 @@ def compiled_config(data, out, **extra: object):
 def test_without_a_cxx_compiler_compile_warns_once_and_runs_eagerly(data, tmp_path, monkeypatch):
     from torch._inductor import config as inductor_config
 
-    monkeypatch.setattr(inductor_config.cpp, "cxx", (None, MISSING_CXX))
     monkeypatch.setattr(runtime, "_warned", set())
     cpu = torch.device("cpu")
-    reason = runtime.compile_unavailable(cpu)
-    assert reason and "C++ compiler" in reason and MISSING_CXX in reason
-    # The condition is real: inductor itself cannot build a kernel with it.
-    torch._dynamo.reset()
-    with pytest.raises(Exception, match="(?i)compiler"):
-        torch.compile(lambda x: x * 1.5 + 0.25)(torch.randn(3))
-    torch._dynamo.reset()
     cfg = compiled_config(data, tmp_path)
-    with pytest.warns(RuntimeWarning) as caught:
-        models = [runtime.compile_model(cfg, build_model(cfg), device=cpu) for _ in range(2)]
+    with inductor_config.patch({"cpp.cxx": (None, MISSING_CXX)}):
+        reason = runtime.compile_unavailable(cpu)
+        assert reason and "C++ compiler" in reason and MISSING_CXX in reason
+        # The condition is real: inductor itself cannot build a kernel with it.
+        torch._dynamo.reset()
+        with pytest.raises(Exception, match="(?i)compiler"):
+            torch.compile(lambda x: x * 1.5 + 0.25)(torch.randn(3))
+        torch._dynamo.reset()
+        with pytest.warns(RuntimeWarning) as caught:
+            models = [runtime.compile_model(cfg, build_model(cfg), device=cpu) for _ in range(2)]
     assert len(caught) == 1 and "running the model eagerly" in str(caught[0].message)
     assert not any(runtime.is_compiled(m) for m in models)
+    assert runtime.compile_unavailable(cpu) is None  # g++ is back
 
 
 def test_train_and_test_without_a_cxx_compiler_give_one_warning(data, tmp_path):
