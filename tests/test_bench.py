@@ -88,7 +88,8 @@ def test_setup_prepare_copies_into_channels_last():
 def test_model_bench_quick_rows(tmp_path, capsys):
     args = argparse.Namespace(which="model", json=True, device="cpu", quick=True, out=str(tmp_path))
     assert runner.main(args) == 0
-    rows = [json.loads(line) for line in (tmp_path / "bench.jsonl").read_text().splitlines()]
+    all_rows = [json.loads(line) for line in (tmp_path / "bench.jsonl").read_text().splitlines()]
+    rows = [r for r in all_rows if r["case"] in ("train_step", "inference")]
     expected = [model_bench.impl_name(ours, peer) for ours, peer in model_bench.comparisons(CPU)]
     assert [r["case"] for r in rows] == ["train_step"] * len(expected) + ["inference"] * len(expected)
     assert [r["impl"] for r in rows] == expected * 2
@@ -96,6 +97,27 @@ def test_model_bench_quick_rows(tmp_path, capsys):
     assert rows[0]["peer_setup"] == "fp32, contiguous"
     fp32_train = [r for r in rows if "fraction_of_sgemm" in r]
     assert [(r["case"], r["impl"]) for r in fp32_train] == [("train_step", "ours_fp32_vs_peer_fp32")]
+    # Train-step variants (no compiled ones in --quick: compiling takes minutes).
+    variants = [(r["case"], r["impl"], r["metric"]) for r in all_rows if r not in rows]
+    ours = ["eager", "act_checkpoint", "accum2"]
+    bf16 = model_bench.bf16_supported(CPU)
+    assert variants == ([("train_variants", "ours_best_vs_peer_best", "clips_per_s")]
+                        + [("train_variants", f"ours_{v}_vs_peer_best", "clips_per_s") for v in ours]
+                        + [("train_variants", f"ours_{v}_vs_peer_best", "train_peak_mem") for v in ours]
+                        + [("utilisation", f"ours_eager_vs_{'bf16' if bf16 else 'fp32'}_gemm", "gflop_per_s")]
+                        + [("act_checkpoint", "act_checkpoint", "train_peak_mem"),
+                           ("act_checkpoint", "act_checkpoint", "train_step_time"),
+                           ("accumulation", "accum2", "train_peak_mem"),
+                           ("accumulation", "accum2", "train_step_time")])
+    head = next(r for r in all_rows if r["impl"] == "ours_best_vs_peer_best")
+    assert head["ours_variant"] == "eager" and head["peer_variant"] == "eager" and 0 < head["fraction_of_gemm"] < 1
+    utilisation = next(r for r in all_rows if r["case"] == "utilisation")
+    assert utilisation["better_by"] == pytest.approx(head["fraction_of_gemm"])
+    memory = {r["case"]: r for r in all_rows if r["case"] in ("act_checkpoint", "accumulation")
+              and r["metric"] == "train_peak_mem"}
+    assert memory["act_checkpoint"]["peer_impl"] == "ours_eager" and memory["act_checkpoint"]["input"][3:] == [128, 128]
+    assert memory["act_checkpoint"]["ours"] < memory["act_checkpoint"]["peer"]
+    assert memory["accumulation"]["ours"] < memory["accumulation"]["peer"]  # micro-batches of 1 instead of 2
 
 
 def test_loglog_slope():

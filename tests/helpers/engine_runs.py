@@ -65,10 +65,12 @@ def env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
 
 
-def video_nl(*args: str, timeout: float = 600, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    """Run ``python -m video_nl ARGS`` (in ``cwd``) to completion, capturing output."""
-    return subprocess.run([sys.executable, "-m", "video_nl", *args], cwd=cwd, env=env(), capture_output=True,
-                          text=True, timeout=timeout)
+def video_nl(*args: str, timeout: float = 600, cwd: Path = REPO,
+             extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m video_nl ARGS`` (in ``cwd``) to completion, capturing output (``extra_env`` added to
+    :func:`env`)."""
+    return subprocess.run([sys.executable, "-m", "video_nl", *args], cwd=cwd, env={**env(), **(extra_env or {})},
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def torchrun(nproc: int, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -55,6 +55,8 @@ OUT_OF_RANGE = [
     ("TRAIN.LABEL_SMOOTHING", "1.0"), ("TRAIN.LABEL_SMOOTHING", "-0.1"),
     ("TEST.BATCH_SIZE", "0"), ("TEST.NUM_ENSEMBLE_VIEWS", "0"),
     ("MODEL.CLASS_WEIGHTS", "balance"), ("MODEL.CLASS_WEIGHTS", "[1.0, -2.0]"), ("MODEL.CLASS_WEIGHTS", "{'a': 1}"),
+    ("TRAIN.ACCUM_STEPS", "0"), ("MODEL.ACT_CHECKPOINT", "sometimes"), ("MODEL.ACT_CHECKPOINT", "[True, False]"),
+    ("MODEL.ACT_CHECKPOINT", "[1, 0, 0, 1]"),
 ]
 
 # Combinations each key of which is valid alone (the first key is the one the message must name).
@@ -76,6 +78,7 @@ INCONSISTENT = [
     ("DATA.MULTI_LABEL", ["DATA.MULTI_LABEL", "True", "MODEL.LOSS_FUNC", "bce_logit"]),
     ("TRAIN.LABEL_SMOOTHING", ["MODEL.LOSS_FUNC", "bce_logit", "TRAIN.LABEL_SMOOTHING", "0.1"]),
     ("MODEL.CLASS_WEIGHTS", ["MODEL.NUM_CLASSES", "3", "MODEL.CLASS_WEIGHTS", "[1.0, 2.0]"]),
+    ("TRAIN.ACCUM_STEPS", ["TRAIN.BATCH_SIZE", "6", "TRAIN.ACCUM_STEPS", "4"]),
 ]
 
 

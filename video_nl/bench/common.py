@@ -30,7 +30,7 @@ MEMORY_METHODS = {
 HIGHER_IS_BETTER = {"clips_per_s", "gflop_per_s", "decoded_frames_per_s", "videos_per_s"}
 # Display units of the metrics (times are reported in milliseconds, memory in MiB).
 UNITS = {"fwd_time": "ms", "fwd_bwd_time": "ms", "fwd_bwd_peak_mem": "MiB", "fwd_peak_mem": "MiB",
-         "clips_per_s": "clips/s", "train_peak_mem_per_clip": "MiB"}
+         "clips_per_s": "clips/s", "train_peak_mem_per_clip": "MiB", "train_step_time": "ms", "train_peak_mem": "MiB"}
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,20 @@ def time_interleaved(fns: Mapping[str, Callable[[], object]], *, device: torch.d
             if r >= warmup:
                 samples[name].append(time.perf_counter() - start)
     return {name: Stats.of(values) for name, values in samples.items()}
+
+
+def gemm_gflops(*, device: torch.device, dtype: torch.dtype = torch.float32, n: int = 2048, repeats: int = 3) -> float:
+    """This machine's ``dtype`` matrix-multiply rate (best of ``repeats`` n×n×n products), GFLOP/s."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        a @ b
+        synchronize(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
 
 
 def peak_memory(fn: Callable[[], object], *, device: torch.device) -> int:
@@ -182,7 +196,9 @@ def format_row(row: Mapping[str, Any]) -> str:
     unit = f" {row['unit']}" if "unit" in row else ""
     spread = f" [{_fmt(row['ours_min'])}–{_fmt(row['ours_max'])}]" if "ours_min" in row else ""
     flops = (f"  ({_fmt(row['gflop_per_s'])} GFLOP/s = {row['fraction_of_sgemm']:.0%} of sgemm)"
-             if "fraction_of_sgemm" in row else "")
+             if "fraction_of_sgemm" in row else
+             f"  ({_fmt(row['gflop_per_s'])} GFLOP/s = {row['fraction_of_gemm']:.0%} of {row['gemm_dtype']} GEMM)"
+             if "fraction_of_gemm" in row else "")
     return (f"{row['bench']:<11} {row['case']:<14} {row['impl']:<10} {row['metric']:<22} "
             f"{_fmt(row['ours'])}{spread}{unit} vs {_fmt(row['peer'])}{unit}  ×{row['better_by']:.2f}{flops}")
 

@@ -20,7 +20,7 @@ from ..deploy.artifact import EXTENSIONS, SAVERS, build_meta, load_artifact, rel
 from ..deploy.fold_bn import fold_batchnorm
 from ..models.build import build_model
 from .common import time_rows, time_interleaved
-from .model_bench import FRAMES, ours_cfg
+from .model_bench import FRAMES, ours_config
 
 FULL_CROP = 224  # the deployment size of the 8×8 recipe (model bench uses 112 for its training step)
 FORMAT_IMPL = {"exported": "torch_export", "onnx": "onnxruntime", "torchscript": "torchscript"}
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     frames, crop, width = (4, 64, 8) if args.quick else (FRAMES, FULL_CROP, 64)
     warmup, repeats = (1, 2) if args.quick else (1, 5)
     torch.manual_seed(0)
-    cfg = ours_cfg(frames=frames, crop=crop, width=width)
+    cfg = ours_config(frames=frames, crop=crop, width=width)
     model = build_model(cfg).eval()
     folded = fold_batchnorm(model)
     x = torch.randn(1, 3, frames, crop, crop)

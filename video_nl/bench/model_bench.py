@@ -33,13 +33,14 @@ from torch import nn
 from ..config import CfgNode, get_default_config
 from ..deploy.fold_bn import fold_batchnorm
 from ..models.build import build_model
-from .common import make_row, peak_memory, resolve_device, synchronize, time_interleaved
+from .common import gemm_gflops, make_row, peak_memory, resolve_device, synchronize, time_interleaved
+from .train_variants import run_variants
 
 BATCH, FRAMES, CROP, CLASSES = 2, 8, 112, 400
 NL_BLOCKS = {3: (1, 3), 4: (1, 3, 5)}  # PyTorchVideo Net.blocks index (res3, res4) -> ResBlock indices
 
 
-def ours_cfg(*, frames: int, crop: int, width: int = 64) -> CfgNode:
+def ours_config(*, frames: int, crop: int, width: int = 64) -> CfgNode:
     """The config of our I3D-NL5 R50 (``width`` < 64 only for smoke runs)."""
     cfg = get_default_config()
     cfg.MODEL.ARCH, cfg.MODEL.NUM_CLASSES, cfg.NONLOCAL.PRESET = "i3d", CLASSES, "5"
@@ -50,7 +51,7 @@ def ours_cfg(*, frames: int, crop: int, width: int = 64) -> CfgNode:
 
 def build_ours(*, frames: int, crop: int, width: int = 64) -> nn.Module:
     """Our I3D-NL5 R50 (``width`` < 64 only for smoke runs)."""
-    return build_model(ours_cfg(frames=frames, crop=crop, width=width))
+    return build_model(ours_config(frames=frames, crop=crop, width=width))
 
 
 def build_peer(*, frames: int, crop: int, width: int = 64) -> nn.Module:
@@ -98,16 +99,7 @@ def inference_fn(model: nn.Module, x: torch.Tensor, *, bf16: bool) -> Callable[[
 
 def sgemm_gflops(*, device: torch.device, n: int = 2048, repeats: int = 3) -> float:
     """This machine's fp32 matrix-multiply rate (best of ``repeats`` n×n×n products), GFLOP/s."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        a @ b
-        synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
+    return gemm_gflops(device=device, dtype=torch.float32, n=n, repeats=repeats)
 
 
 def forward_gflop(model: nn.Module, x: torch.Tensor) -> float:
@@ -220,6 +212,10 @@ def _run(args: argparse.Namespace, device: torch.device, gpu: GpuWorkload | None
             rows += gpu_train_figures(rows, fns, pairs, model=ours, x=x, device=device, extra=extra)
     fp32_train = next(r for r in rows if r["case"] == "train_step" and r["impl"] == impl_name(FP32, FP32))
     fp32_train.update(_utilisation(ours, x, fp32_train, device=device))
+    x_memory = torch.randn(BATCH, 3, frames, 2 * crop, 2 * crop, device=device)
+    rows += run_variants(cfg=ours_config(frames=frames, crop=crop, width=width), ours=ours, peer=peer, x=x, y=y,
+                         x_memory=x_memory, setup=pairs[0][0], peer_step_fn=train_step_fn, step_gflop=fp32_train["gflop_per_step"],
+                         warmup=warmup, repeats=repeats, quick=args.quick)
     return rows
 
 

@@ -237,8 +237,28 @@ def load_config(path: str | None = None, overrides: Sequence[str] = ()) -> CfgNo
     return cfg
 
 
+NUM_STAGES = 4  # res2..res5
+
+
+def stage_flags(value: Any, *, key: str) -> list[bool]:
+    """One bool per stage res2..res5 from ``none``/``all``, a single bool, or a list of 4 bools.
+
+    Raises:
+        ConfigError: any other value, naming ``key`` and the accepted forms.
+    """
+    if value is None or isinstance(value, bool):
+        return [bool(value)] * NUM_STAGES
+    if isinstance(value, str) and value.strip().lower() in ("none", "all"):
+        return [value.strip().lower() == "all"] * NUM_STAGES
+    if isinstance(value, (list, tuple)) and len(value) == NUM_STAGES and all(isinstance(v, bool) for v in value):
+        return list(value)
+    raise ConfigError(f"Config key {key} takes none, all, or {NUM_STAGES} booleans (one per stage res2..res5, e.g. "
+                      f"[False, True, True, False]); got {value!r}.")
+
+
 def validate(cfg: CfgNode) -> None:
     """Cross-key checks that a single key's type cannot express."""
+    stage_flags(cfg.MODEL.ACT_CHECKPOINT, key="MODEL.ACT_CHECKPOINT")
     problems = []
     if cfg.MODEL.NUM_CLASSES < 1:
         problems.append(f"MODEL.NUM_CLASSES must be >= 1, got {cfg.MODEL.NUM_CLASSES}")
@@ -286,7 +306,8 @@ def validate(cfg: CfgNode) -> None:
                 ("RESNET.NUM_GROUPS", 1), ("BN.NUM_BATCHES_PRECISE", 1), ("LATENTGNN.NUM_NODES", 1),
                 ("LATENTGNN.NUM_KERNELS", 1), ("LATENTGNN.CHANNEL_STRIDE", 1), ("DATA.DECODE_THREADS", 0),
                 ("DATA_LOADER.PREFETCH_FACTOR", 1), ("TRAIN.EVAL_PERIOD", 0), ("TRAIN.CHECKPOINT_PERIOD", 1),
-                ("TRAIN.CHECKPOINT_PERIOD_ITERS", 0), ("TRAIN.KEEP_CHECKPOINTS", 0)]
+                ("TRAIN.CHECKPOINT_PERIOD_ITERS", 0), ("TRAIN.KEEP_CHECKPOINTS", 0),
+                ("TRAIN.ACCUM_STEPS", 1)]
     non_negative = ["MODEL.FC_INIT_STD", "BN.WEIGHT_DECAY", "DATA.TARGET_FPS", "SOLVER.MOMENTUM", "SOLVER.DAMPENING",
                     "SOLVER.WEIGHT_DECAY", "SOLVER.WARMUP_EPOCHS", "SOLVER.WARMUP_START_LR", "SOLVER.COSINE_END_LR",
                     "SOLVER.CLIP_GRAD_L2NORM", "DATA.DECODE_TIMEOUT_S"]
@@ -315,6 +336,10 @@ def validate(cfg: CfgNode) -> None:
     if cfg.SOLVER.LR_POLICY == "steps_with_relative_lrs" and steps and (
             steps[0] != 0 or any(b <= a for a, b in zip(steps, steps[1:]))):
         problems.append(f"SOLVER.STEPS must start at 0 and increase, got {steps}")
+    if cfg.TRAIN.ACCUM_STEPS >= 1 and cfg.TRAIN.BATCH_SIZE % cfg.TRAIN.ACCUM_STEPS:
+        problems.append(f"TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} (the global batch) must split into TRAIN.ACCUM_STEPS "
+                        f"{cfg.TRAIN.ACCUM_STEPS} equal micro-batches on every rank, so it must be a multiple of "
+                        f"ACCUM_STEPS x the world size")
     if cfg.TRAIN.CHECKPOINT_INFLATE and not cfg.TRAIN.CHECKPOINT_FILE_PATH:
         problems.append("TRAIN.CHECKPOINT_INFLATE needs TRAIN.CHECKPOINT_FILE_PATH (the 2D weights to inflate)")
     bad_fusion = [f for f in cfg.GC.FUSION if f not in ("channel_add", "channel_mul")]

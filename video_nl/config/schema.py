@@ -51,6 +51,10 @@ SCHEMA: dict[str, Any] = {
         "CLASS_WEIGHTS": Key([], "any", "Per-class loss weights (both losses): [] (none), a list of NUM_CLASSES "
                              "floats, or balanced (inverse frequency in the train list: mean count / class count)."),
         "INPUT_CONVENTION": Key("rgb_0.45_0.225", "str", "Input convention the weights expect (recorded in checkpoints)."),
+        "ACT_CHECKPOINT": Key("none", "any", "Activation checkpointing (torch.utils.checkpoint, non-reentrant) of "
+                              "every residual and context block of the chosen stages while training: none, all, or "
+                              "4 booleans for res2..res5 (e.g. [False, True, True, False]). Saves activation memory "
+                              "for one extra forward of those blocks; BN running statistics are updated once."),
     },
     "RESNET": {
         "DEPTH": Key(50, "int", "ResNet depth: 18/34 (basic block) or 50/101/152 (bottleneck).", (18, 34, 50, 101, 152)),
@@ -203,6 +207,12 @@ SCHEMA: dict[str, Any] = {
         "LABEL_SMOOTHING": Key(0.0, "float", "Label smoothing of the cross-entropy loss."),
         "SKIP_NONFINITE": Key(False, "bool", "Skip steps with a NaN/inf loss instead of stopping."),
         "CHANNELS_LAST": Key(False, "bool", "Use channels_last_3d memory format (recommended with bf16)."),
+        "COMPILE": Key("none", "str", "torch.compile the model for training and for test/predict/feature extraction: "
+                       "none, default or max-autotune (inductor; one warning and eager where unavailable).",
+                       ("none", "default", "max-autotune")),
+        "ACCUM_STEPS": Key(1, "int", "Gradient accumulation: each global batch TRAIN.BATCH_SIZE runs as this many "
+                           "equal micro-batches per rank, one optimizer step per batch (BN statistics are over a "
+                           "micro-batch; LR and checkpoints count optimizer steps)."),
     },
     "TEST": {
         "ENABLE": Key(True, "bool", "Run multi-view testing at the end of `video-nl train`."),

@@ -108,8 +108,11 @@ def save_checkpoint(path: str, *, model: nn.Module, optimizer: torch.optim.Optim
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    """The model inside a DistributedDataParallel and/or ``torch.compile`` (``_orig_mod``) wrapper, or the model
+    itself: its ``state_dict()`` keys carry neither ``module.`` nor ``_orig_mod.`` prefixes."""
+    model = getattr(model, "_orig_mod", model)
+    model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    return getattr(model, "_orig_mod", model)
 
 
 def newest_readable_checkpoint(output_dir: str) -> tuple[str, dict] | None:

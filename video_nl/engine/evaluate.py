@@ -31,7 +31,7 @@ from . import checkpoint as ckpt
 from . import distributed as du
 from .failures import check_all_ranks
 from .logging import Progress, StatsLogger, prepare_output_dir, tensorboard_dir
-from .runtime import autocast, iterate, load_model
+from .runtime import autocast, is_compiled, iterate, load_model, log_compile_stats
 from .metrics import confusion_matrix, mean_class_accuracy, per_class_accuracy, top_classes, topk_correct
 from . import multilabel
 
@@ -60,11 +60,21 @@ def resolve_checkpoint(cfg: Any, explicit: str | None) -> str:
 def view_probs(model: torch.nn.Module, views: torch.Tensor, *, chunk: int, device: torch.device,
                autocast: Any, act: str = "softmax") -> torch.Tensor:
     """Class scores of each view (``V×3×T×H×W`` → ``V×K``), ``chunk`` views per forward: the softmax
-    distribution, or per-class sigmoid probabilities with ``act="sigmoid"`` (``MODEL.HEAD_ACT``)."""
+    distribution, or per-class sigmoid probabilities with ``act="sigmoid"`` (``MODEL.HEAD_ACT``).
+
+    For a compiled model (``TRAIN.COMPILE``) a short last chunk is zero-padded to the chunk size, so every
+    forward has one shape and compiles once (eval-mode outputs are per view: padding changes no result).
+    """
+    chunk = max(1, min(chunk, len(views)))
+    pad = is_compiled(model)
     out = []
     for start in range(0, len(views), chunk):
+        batch = views[start:start + chunk]
+        n = len(batch)
+        if pad and n < chunk:
+            batch = torch.cat([batch, batch.new_zeros(chunk - n, *batch.shape[1:])])
         with autocast:
-            logits = model(views[start:start + chunk].to(device, non_blocking=True)).float()
+            logits = model(batch.to(device, non_blocking=True))[:n].float()
         out.append((torch.sigmoid(logits) if act == "sigmoid" else torch.softmax(logits, dim=1)).cpu())
     return torch.cat(out)
 
@@ -265,6 +275,7 @@ def run_test(cfg: Any, info: du.DistInfo, *, checkpoint: str | None = None,
         loader = build_test_loader(cfg, "test", distributed=info.distributed)
         records = gather_records(score_videos(cfg, info, model, loader, stats, video_hooks),
                                  num_videos=len(loader.dataset))
+        log_compile_stats(cfg, stats, model, step=0)
         for r in records:  # every rank's failures, reported once by rank 0
             if not r["ok"]:
                 stats.info(f"failed to load test video {r['path']}: {r['failure']} (counted as wrong)")

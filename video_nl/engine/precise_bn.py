@@ -47,11 +47,13 @@ def update_bn_stats(model: nn.Module, batches: Iterable[torch.Tensor], *, num_ba
     handles = [m.register_forward_pre_hook(hook) for m in layers]
     used = 0
     try:
-        for x in batches:
-            (forward or model)(x)
-            used += 1
-            if used >= num_batches:
-                break
+        # The hooks are Python side effects: run eagerly even when the model is compiled (TRAIN.COMPILE).
+        with torch.compiler.set_stance("force_eager"):
+            for x in batches:
+                (forward or model)(x)
+                used += 1
+                if used >= num_batches:
+                    break
     finally:
         for h in handles:
             h.remove()

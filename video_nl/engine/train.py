@@ -9,6 +9,8 @@ the outputs and the checkpoint/resume rules.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,12 +25,12 @@ from ..utils.io import atomic_write
 from . import distributed as du
 from .failures import FailureLog, check_all_ranks
 from .logging import Progress, StatsLogger, Timer, format_eta, prepare_output_dir, tensorboard_dir
-from .losses import build_criterion
+from .losses import Criterion, build_criterion
 from .metrics import topk_correct
 from .multilabel import gathered_map
 from .optim import LRScheduler, build_optimizer
 from .resume import resume_or_init, save
-from .runtime import autocast, build_model_for, iterate, setup
+from .runtime import autocast, build_model_for, iterate, log_compile_stats, setup
 from .state import Run
 from .validate import precise_bn, validate
 
@@ -38,7 +40,7 @@ def make_loader(cfg: Any, info: du.DistInfo, *, split: str) -> torch.utils.data.
     """The data module's train/val loader (deterministic ``(epoch, index)`` order, global batch checked)."""
     from ..data.datasets import build_train_loader
 
-    du.per_rank_batch_size(cfg.TRAIN.BATCH_SIZE, num_ranks=info.world_size, key="TRAIN.BATCH_SIZE")
+    micro_batch_size(cfg, info)
     return build_train_loader(cfg, split, distributed=info.distributed)
 
 
@@ -92,8 +94,20 @@ class StepResult:
     targets: torch.Tensor | None = None
 
 
+def micro_batch_size(cfg: Any, info: du.DistInfo) -> int:
+    """Clips per forward: ``TRAIN.BATCH_SIZE / world size / TRAIN.ACCUM_STEPS`` (a UserError unless exact)."""
+    per_rank = du.per_rank_batch_size(cfg.TRAIN.BATCH_SIZE, num_ranks=info.world_size, key="TRAIN.BATCH_SIZE")
+    steps = cfg.TRAIN.ACCUM_STEPS
+    if per_rank % steps:
+        raise UserError(f"TRAIN.BATCH_SIZE {cfg.TRAIN.BATCH_SIZE} over {info.world_size} rank(s) is {per_rank} clips "
+                        f"per rank, which does not split into TRAIN.ACCUM_STEPS {steps} equal micro-batches. Use a "
+                        f"global batch that is a multiple of {info.world_size * steps} (world size x ACCUM_STEPS).")
+    return per_rank // steps
+
+
 def train_step(run: Run, batch: dict) -> StepResult:
-    """Forward, (non-finite check over all ranks), backward, clip, SGD step for one batch."""
+    """One optimizer step on one loaded batch: forward/backward of its ``TRAIN.ACCUM_STEPS`` micro-batches
+    (gradients summed, DDP all-reduce on the last only), then a non-finite check over all ranks, clip, SGD."""
     cfg, device = run.cfg, run.dist.device
     video = batch["video"].to(device, non_blocking=True)
     if cfg.TRAIN.CHANNELS_LAST:
@@ -102,23 +116,67 @@ def train_step(run: Run, batch: dict) -> StepResult:
     failures = list(batch.get("failures") or [])
     run.failures.record(failures)
     run.train_loader.failures.add(failures)
-    with autocast(cfg, device):
-        logits = run.model(video)
-    loss = run.criterion(logits, labels)
     multi = cfg.DATA.MULTI_LABEL
-    top1, top5 = (0, 0) if multi else topk_correct(logits.detach().float(), labels)
-    finite = float(torch.isfinite(loss.detach()).item())
-    totals = du.all_reduce_sum([loss.item() * len(labels), top1, top5, len(labels), len(failures), 1.0 - finite],
+    acc = accumulate_gradients(cfg, run.model, video, labels, criterion=run.criterion, device=device,
+                               scaler=run.scaler)
+    totals = du.all_reduce_sum([acc.loss_sum, acc.top1, acc.top5, len(labels), len(failures), acc.nonfinite],
                                device=device)
     skipped = totals[5] > 0
     if skipped:
         _handle_nonfinite(run)
     else:
-        _backward_and_step(run, loss)
+        _step(run)
     return StepResult(loss=totals[0] / totals[3], top1=totals[1], top5=totals[2], clips=totals[3],
                       failed=totals[4], skipped=skipped,
-                      scores=torch.sigmoid(logits.detach().float()).cpu() if multi else None,
-                      targets=labels.detach().cpu() if multi else None)
+                      scores=acc.scores if multi else None, targets=labels.detach().cpu() if multi else None)
+
+
+@dataclass
+class Accumulated:
+    """What :func:`accumulate_gradients` saw on this rank: summed loss × clips, top-1/top-5 correct counts
+    (0 for multi-label), 1.0 if a micro-batch loss was non-finite (else 0.0), and with ``DATA.MULTI_LABEL`` the
+    per-class sigmoid scores (``B×K``, CPU) for the epoch's mAP."""
+
+    loss_sum: float
+    top1: float
+    top5: float
+    nonfinite: float
+    scores: torch.Tensor | None = None
+
+
+def accumulate_gradients(cfg: Any, model: nn.Module, video: torch.Tensor, labels: torch.Tensor, *,
+                         criterion: Criterion, device: torch.device,
+                         scaler: torch.amp.GradScaler | None = None) -> Accumulated:
+    """Zero ``model``'s gradients, then forward + backward each of the ``TRAIN.ACCUM_STEPS`` equal micro-batches
+    of this rank's batch (``B×3×T×H×W``; ``labels`` ``B`` class ids or ``B×K`` multi-hot), each ``criterion``
+    loss scaled by 1/ACCUM_STEPS so the gradient is the batch mean's; under DDP only the last micro-batch
+    all-reduces."""
+    steps = cfg.TRAIN.ACCUM_STEPS  # the loader's batches are full and divide by it (micro_batch_size)
+    multi = cfg.DATA.MULTI_LABEL
+    model.zero_grad(set_to_none=True)
+    losses, scores, top1, top5 = [], [], 0.0, 0.0
+    for i, (v, y) in enumerate(zip(video.chunk(steps), labels.chunk(steps))):
+        with _grad_sync(model, enabled=i == steps - 1):
+            with autocast(cfg, device):
+                logits = model(v)
+            loss = criterion(logits, y)
+            (scaler.scale(loss / steps) if scaler is not None else loss / steps).backward()
+        losses.append(loss.detach().double() * len(y))
+        if multi:
+            scores.append(torch.sigmoid(logits.detach().float()).cpu())
+        else:
+            c1, c5 = topk_correct(logits.detach().float(), y)
+            top1, top5 = top1 + c1, top5 + c5
+    loss_sum = float(torch.stack(losses).sum())
+    return Accumulated(loss_sum=loss_sum, top1=top1, top5=top5, nonfinite=0.0 if math.isfinite(loss_sum) else 1.0,
+                       scores=torch.cat(scores) if multi else None)
+
+
+def _grad_sync(model: nn.Module, *, enabled: bool) -> contextlib.AbstractContextManager:
+    """DDP's ``no_sync`` (gradients accumulate locally, no all-reduce) unless ``enabled`` or not under DDP."""
+    if enabled or not isinstance(model, nn.parallel.DistributedDataParallel):
+        return contextlib.nullcontext()
+    return model.no_sync()
 
 
 def _handle_nonfinite(run: Run) -> None:
@@ -133,18 +191,16 @@ def _handle_nonfinite(run: Run) -> None:
     run.stats.info(f"skipped the step at {where}: non-finite loss ({run.skipped_steps} skipped so far)")
 
 
-def _backward_and_step(run: Run, loss: torch.Tensor) -> None:
-    run.optimizer.zero_grad(set_to_none=True)
+def _step(run: Run) -> None:
+    """Clip (``SOLVER.CLIP_GRAD_L2NORM``) and apply the accumulated gradients (through the GradScaler for fp16)."""
     clip = run.cfg.SOLVER.CLIP_GRAD_L2NORM
     if run.scaler is not None:
-        run.scaler.scale(loss).backward()
         if clip > 0:
             run.scaler.unscale_(run.optimizer)
             nn.utils.clip_grad_norm_(run.model.parameters(), clip)
         run.scaler.step(run.optimizer)
         run.scaler.update()
         return
-    loss.backward()
     if clip > 0:
         nn.utils.clip_grad_norm_(run.model.parameters(), clip)
     run.optimizer.step()
@@ -249,6 +305,7 @@ def train_epoch(run: Run) -> None:
     run.epoch += 1
     run.iteration = 0
     _log_epoch(run, meter, lr=lr, wall=time.perf_counter() - start, num_failed=num_failed)
+    log_compile_stats(cfg, run.stats, run.model, step=run.epoch)
 
 
 def _due(epoch: int, period: int, last: int) -> bool:

@@ -19,7 +19,7 @@ import functools
 
 from torch import nn
 
-from ..config import CfgNode
+from ..config import CfgNode, stage_flags
 from .context import CONTEXT_PREFIX, build_context_block
 from .placement import resolve_locations
 from .resnet import ArchSpec, ContextSpec, VideoResNet
@@ -74,4 +74,5 @@ def build_model(cfg: CfgNode) -> VideoResNet:
         fc_init_std=cfg.MODEL.FC_INIT_STD,
         zero_init_final_bn=cfg.RESNET.ZERO_INIT_FINAL_BN,
         norm=functools.partial(nn.BatchNorm3d, eps=cfg.BN.EPS, momentum=cfg.BN.MOMENTUM),
+        act_checkpoint=stage_flags(cfg.MODEL.ACT_CHECKPOINT, key="MODEL.ACT_CHECKPOINT"),
     )

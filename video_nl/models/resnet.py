@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from .act_checkpoint import checkpoint_block
 from .head import ResNetHead
 from .stem import VideoStem, conv_out
 
@@ -139,7 +140,21 @@ class BasicBlock(nn.Module):
 
 class ResStage(nn.Sequential):
     """One ResNet stage: children ``block0, block1, ...`` with context blocks ``{prefix}{i}`` after block i,
-    run in that order. Only block 0 changes the shape (channels, spatial stride)."""
+    run in that order. Only block 0 changes the shape (channels, spatial stride).
+
+    With ``act_checkpoint`` every child is activation-checkpointed when gradients are on
+    (:func:`video_nl.models.act_checkpoint.checkpoint_block`: BN running statistics are updated once).
+    """
+
+    def __init__(self, children: OrderedDict[str, nn.Module], *, act_checkpoint: bool = False) -> None:
+        super().__init__(children)
+        self.act_checkpoint = act_checkpoint
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        checkpointing = self.act_checkpoint and torch.is_grad_enabled()
+        for module in self:
+            x = checkpoint_block(module, x) if checkpointing else module(x)
+        return x
 
 
 class VideoResNet(nn.Module):
@@ -164,14 +179,17 @@ class VideoResNet(nn.Module):
         fc_init_std: std of the classifier's Gaussian init.
         zero_init_final_bn: zero γ of the last BN of every residual block.
         norm: ``channels -> nn.Module`` normalisation factory (BatchNorm3d with cfg.BN eps/momentum).
+        act_checkpoint: per stage res2..res5, activation-checkpoint its blocks in training (see :class:`ResStage`).
     """
 
     def __init__(self, *, depths: Sequence[int], bottleneck: bool, width: int, groups: int, arch: ArchSpec,
                  stem_temporal_stride: int, stem_pool_padding: bool, temporal_pool: bool,
                  context: ContextSpec | None, num_classes: int, dropout: float, head_act: str,
                  input_size: tuple[int, int, int], fc_init_std: float, zero_init_final_bn: bool,
-                 norm: Norm) -> None:
+                 norm: Norm, act_checkpoint: Sequence[bool] = (False, False, False, False)) -> None:
         super().__init__()
+        if len(act_checkpoint) != 4:
+            raise UserError(f"act_checkpoint needs one flag per stage res2..res5, got {list(act_checkpoint)}.")
         if not bottleneck and groups != 1:
             raise UserError(f"RESNET.NUM_GROUPS {groups} needs bottleneck blocks (RESNET.DEPTH 50/101/152); "
                             f"ResNet-18/34 basic blocks have no grouped conv.")
@@ -196,7 +214,7 @@ class VideoResNet(nn.Module):
                 dim_in = dim_out
                 if context is not None and i in context.locations[j]:
                     children[f"{context.prefix}{i}"] = context.factory(dim_out, stage)
-            self.add_module(f"s{stage}", ResStage(children))
+            self.add_module(f"s{stage}", ResStage(children, act_checkpoint=bool(act_checkpoint[j])))
             if stage == 2:
                 pool = temporal_pool and arch.temporal_pool
                 self.pool2 = nn.MaxPool3d((2, 1, 1), stride=(2, 1, 1)) if pool else nn.Identity()

@@ -45,7 +45,8 @@ def run_capturing(model: nn.Module, video: torch.Tensor, blocks: Sequence, *,
             handles.append(block.module.register_forward_hook(
                 lambda _m, _a, out, name=block.name: results.__setitem__(name, out.detach())))
     try:
-        logits = model(video)
+        with torch.compiler.set_stance("force_eager"):  # hooks: eager even for a compiled model (TRAIN.COMPILE)
+            logits = model(video)
     finally:
         for h in handles:
             h.remove()
