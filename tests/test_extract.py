@@ -4,6 +4,7 @@ same array.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import json
@@ -16,7 +17,7 @@ from helpers.models import trained_like_
 
 from video_nl.config import load_config
 from video_nl.engine import distributed as du
-from video_nl.engine.extract import (Request, check_layers, extract_features, fingerprint, prepare_shards,
+from video_nl.engine.extract import (LayerTaps, Request, check_layers, extract_features, fingerprint, prepare_shards,
                                      resolve_source)
 from video_nl.engine.predict import video_views
 from video_nl.errors import UserError
@@ -186,3 +187,28 @@ def test_resume_after_a_kill_gives_the_same_array(trained, reference, tmp_path):
     assert f"resuming: {done} of {NUM_VIDEOS} shards already done" in resumed.stdout
     assert close(np.load(tmp_path / "features_res5.npy"), np.load(reference / "features_res5.npy"))
     assert read_index(tmp_path) == read_index(reference)
+
+
+def test_probs_follow_the_head_activation(trained):
+    """``probs`` of a multi-label model (``MODEL.HEAD_ACT sigmoid``) are per-class sigmoids, not a softmax."""
+    _, cfg, _ = trained
+    model = trained_like_(build_model(cfg)).eval()
+    views = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0))
+    taps = {act: LayerTaps(model, ("logits", "probs"), act=act) for act in ("softmax", "sigmoid")}
+    out = {act: t(views, chunk=2, device=torch.device("cpu"), precision=contextlib.nullcontext())
+           for act, t in taps.items()}
+    assert torch.equal(out["sigmoid"]["probs"], torch.sigmoid(out["sigmoid"]["logits"]))
+    assert torch.equal(out["softmax"]["probs"], torch.softmax(out["softmax"]["logits"], dim=1))
+
+
+@pytest.mark.slow
+def test_compiled_extraction_equals_eager(trained, reference, tmp_path):
+    """``TRAIN.COMPILE`` applies to extraction as to testing; hooked blocks still see the compiled forward."""
+    _, cfg, ckpt = trained
+    compiled = copy.deepcopy(cfg)
+    compiled.TRAIN.COMPILE = "default"
+    extract(cfg, ckpt, tmp_path / "eager", layers=("res5", "s3.nl1"))
+    extract(compiled, ckpt, tmp_path / "compiled", layers=("res5", "s3.nl1"))
+    for layer in ("res5", "s3.nl1"):
+        eager = np.load(tmp_path / "eager" / f"features_{layer}.npy")
+        assert close(np.load(tmp_path / "compiled" / f"features_{layer}.npy"), eager, tol=1e-4), layer

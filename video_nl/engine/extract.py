@@ -128,10 +128,11 @@ class LayerTaps:
     """Runs the model on views and returns the requested layers, each ``V×C`` float32 on the CPU.
 
     Module outputs are captured by forward hooks and globally average-pooled over T×H×W (``res5`` is the
-    pooled output of ``s5``, i.e. ``model.forward_features``)."""
+    pooled output of ``s5``, i.e. ``model.forward_features``). ``probs`` is the softmax of the logits, or
+    their per-class sigmoid with ``act="sigmoid"`` (``MODEL.HEAD_ACT``, multi-label models)."""
 
-    def __init__(self, model: nn.Module, layers: Sequence[str]) -> None:
-        self.model, self.layers = model, tuple(layers)
+    def __init__(self, model: nn.Module, layers: Sequence[str], *, act: str = "softmax") -> None:
+        self.model, self.layers, self.act = model, tuple(layers), act
         modules = layer_modules(model)
         self.module_of = {name: "s5" if name == DEFAULT_LAYER else name for name in layers if name not in OUTPUT_LAYERS}
         self.captured: dict[str, torch.Tensor] = {}
@@ -153,7 +154,7 @@ class LayerTaps:
                 if name == "logits":
                     parts[name].append(logits)
                 elif name == "probs":
-                    parts[name].append(torch.softmax(logits, dim=1))
+                    parts[name].append(torch.sigmoid(logits) if self.act == "sigmoid" else torch.softmax(logits, dim=1))
                 else:
                     parts[name].append(self.captured[self.module_of[name]])
         return {name: torch.cat(p) for name, p in parts.items()}
@@ -218,7 +219,7 @@ def extract_shards(cfg: Any, info: du.DistInfo, model: nn.Module, dataset: Multi
     if not indices:
         return 0
     loader = build_view_loader(cfg, dataset, indices)
-    taps = LayerTaps(model, request.layers)
+    taps = LayerTaps(model, request.layers, act=cfg.MODEL.HEAD_ACT)
     chunk = max(cfg.TEST.BATCH_SIZE // info.world_size, 1)
     progress = Progress(total=len(indices), start=0, desc="extract", enabled=info.is_main, period=cfg.LOG_PERIOD)
     last_of = {shard[-1]: k for k, shard in shards.items()}
