@@ -128,6 +128,26 @@ def test_precise_bn_before_every_checkpoint_also_without_validation(data, tmp_pa
         [(2, ["checkpoint"], 2), (3, ["checkpoint"], 2)]
 
 
+def test_precise_bn_leaves_the_training_trajectory_alone(data, tmp_path):
+    """Recomputing BN statistics runs forward passes (dropout included) but must not consume the run's random
+    stream: with and without BN.USE_PRECISE_STATS the trained parameters are bitwise equal (only the BN
+    buffers differ), so turning precise BN on, or a checkpoint becoming due, never changes what is learnt."""
+    from video_nl.engine import train as engine_train
+
+    finals = {}
+    for precise in (True, False):
+        out = tmp_path / f"precise_{precise}"
+        cfg = load_config(None, tiny_overrides(data, out, **{"TRAIN.EVAL_PERIOD": 0, "TRAIN.CHECKPOINT_PERIOD": 1,
+                                                             "BN.USE_PRECISE_STATS": precise, "TEST.ENABLE": False,
+                                                             "MODEL.DROPOUT_RATE": 0.5}))
+        finals[precise] = torch.load(engine_train.train(cfg, engine_train.setup(cfg)), weights_only=True)["model_state"]
+    buffers = [k for k in finals[True] if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    assert buffers and any(not torch.equal(finals[True][k], finals[False][k]) for k in buffers)
+    for key, value in finals[False].items():
+        if key not in buffers:
+            assert torch.equal(finals[True][key], value), key
+
+
 def test_predict_prints_top_k_names_and_test_without_checkpoint_is_a_clear_error(data, finished, tmp_path):
     video = (data / "test.csv").read_text().split()[0]
     ckpt_path = str(finished / "checkpoints" / "checkpoint_epoch_00002.pyth")

@@ -19,13 +19,15 @@ def precise_bn(run: Run, *, before: list[str]) -> None:
 
     Called once at the end of an epoch whose validation or checkpoint is due (the Caffe2 recipe: every
     evaluation and every checkpoint sees precise statistics); mid-epoch checkpoints are resume points and
-    keep the running averages.
+    keep the running averages. The forward passes run on a fork of the RNG (their dropout draws are thrown
+    away), so recomputing statistics leaves the training run's random stream — and its trajectory — as it was.
     """
     loader = run.train_loader
     loader.sampler.set_epoch(run.epoch - 1)
     device = run.dist.device
     videos = (b["video"].to(device) for b in iterate(loader))
-    with autocast(run.cfg, device):
+    forked = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=forked, device_type=device.type), autocast(run.cfg, device):
         used = update_bn_stats(ckpt.unwrap(run.model), videos, num_batches=run.cfg.BN.NUM_BATCHES_PRECISE)
     run.stats.log("precise_bn", {"epoch": run.epoch, "num_batches": used, "before": before}, step=run.epoch)
 
