@@ -78,6 +78,32 @@ def test_checkpointing_keeps_fewer_tensors_and_only_where_asked():
         torch.testing.assert_close(ckpt.eval()(x), plain.eval()(x), rtol=0, atol=0)
 
 
+def forward_runs_per_child(model: torch.nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """How many times each stage child starts its forward in one training step (forward + backward; a pre-hook,
+    as the recomputation stops early once it has rebuilt what backward needs)."""
+    runs: dict[str, int] = {}
+    hooks = [child.register_forward_pre_hook(lambda *_, key=f"s{k}.{name}": runs.__setitem__(key, runs.get(key, 0) + 1))
+             for k, stage in zip((2, 3, 4, 5), model.stages()) for name, child in stage.named_children()]
+    step(model, x)
+    for h in hooks:
+        h.remove()
+    return runs
+
+
+def test_every_checkpointed_child_reruns_except_the_networks_last():
+    # Backward starts by rebuilding the last child's activations: checkpointing it would only cost a forward.
+    _, ckpt = twin_models("MODEL.ACT_CHECKPOINT", "all")
+    _, partial = twin_models("MODEL.ACT_CHECKPOINT", "[False, False, True, False]")
+    x = torch.randn(2, 3, 4, 32, 32)
+    runs = forward_runs_per_child(ckpt, x)
+    last = list(runs)[-1]
+    assert last == "s5.block1" and runs[last] == 1
+    assert all(n == 2 for key, n in runs.items() if key != last), runs  # NL blocks (s3.nl1, s4.nl0) included
+    runs = forward_runs_per_child(partial, x)
+    assert {key for key, n in runs.items() if n == 2} == {"s4.block0", "s4.nl0", "s4.block1"}, runs
+    assert all(n == 1 for key, n in runs.items() if not key.startswith("s4")), runs
+
+
 def test_checkpointing_under_bf16_autocast_recomputes_in_bf16():
     # 8×64² and non-zero residual branches: at 4×32² the 1×1 res5 maps make bf16 BN gradients blow up either way.
     sizes = ("DATA.NUM_FRAMES", "8", "DATA.TRAIN_CROP_SIZE", "64", "RESNET.ZERO_INIT_FINAL_BN", "False")

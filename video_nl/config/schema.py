@@ -54,7 +54,8 @@ SCHEMA: dict[str, Any] = {
         "ACT_CHECKPOINT": Key("none", "any", "Activation checkpointing (torch.utils.checkpoint, non-reentrant) of "
                               "every residual and context block of the chosen stages while training: none, all, or "
                               "4 booleans for res2..res5 (e.g. [False, True, True, False]). Saves activation memory "
-                              "for one extra forward of those blocks; BN running statistics are updated once."),
+                              "for one extra forward of those blocks (res5's last block runs plain: backward "
+                              "would rebuild it at once); BN running statistics are updated once."),
     },
     "RESNET": {
         "DEPTH": Key(50, "int", "ResNet depth: 18/34 (basic block) or 50/101/152 (bottleneck).", (18, 34, 50, 101, 152)),

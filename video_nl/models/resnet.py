@@ -143,17 +143,24 @@ class ResStage(nn.Sequential):
     run in that order. Only block 0 changes the shape (channels, spatial stride).
 
     With ``act_checkpoint`` every child is activation-checkpointed when gradients are on
-    (:func:`video_nl.models.act_checkpoint.checkpoint_block`: BN running statistics are updated once).
+    (:func:`video_nl.models.act_checkpoint.checkpoint_block`: BN running statistics are updated once), except
+    the last one when ``checkpoint_last`` is False: the network's last stage sets that, because backward starts
+    by rebuilding that child's activations, so checkpointing it would cost one more forward and save no peak
+    memory (as ``torch.utils.checkpoint.checkpoint_sequential`` leaves its last segment alone).
     """
 
-    def __init__(self, children: OrderedDict[str, nn.Module], *, act_checkpoint: bool = False) -> None:
+    def __init__(self, children: OrderedDict[str, nn.Module], *, act_checkpoint: bool = False,
+                 checkpoint_last: bool = True) -> None:
         super().__init__(children)
         self.act_checkpoint = act_checkpoint
+        self.checkpoint_last = checkpoint_last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         checkpointing = self.act_checkpoint and torch.is_grad_enabled()
-        for module in self:
-            x = checkpoint_block(module, x) if checkpointing else module(x)
+        last = len(self) - 1
+        for i, module in enumerate(self):
+            plain = not checkpointing or (i == last and not self.checkpoint_last)
+            x = module(x) if plain else checkpoint_block(module, x)
         return x
 
 
@@ -179,7 +186,8 @@ class VideoResNet(nn.Module):
         fc_init_std: std of the classifier's Gaussian init.
         zero_init_final_bn: zero γ of the last BN of every residual block.
         norm: ``channels -> nn.Module`` normalisation factory (BatchNorm3d with cfg.BN eps/momentum).
-        act_checkpoint: per stage res2..res5, activation-checkpoint its blocks in training (see :class:`ResStage`).
+        act_checkpoint: per stage res2..res5, activation-checkpoint its blocks in training (see :class:`ResStage`;
+            the last child of res5 always runs plain).
     """
 
     def __init__(self, *, depths: Sequence[int], bottleneck: bool, width: int, groups: int, arch: ArchSpec,
@@ -214,7 +222,8 @@ class VideoResNet(nn.Module):
                 dim_in = dim_out
                 if context is not None and i in context.locations[j]:
                     children[f"{context.prefix}{i}"] = context.factory(dim_out, stage)
-            self.add_module(f"s{stage}", ResStage(children, act_checkpoint=bool(act_checkpoint[j])))
+            self.add_module(f"s{stage}", ResStage(children, act_checkpoint=bool(act_checkpoint[j]),
+                                                  checkpoint_last=stage != 5))
             if stage == 2:
                 pool = temporal_pool and arch.temporal_pool
                 self.pool2 = nn.MaxPool3d((2, 1, 1), stride=(2, 1, 1)) if pool else nn.Identity()
