@@ -117,6 +117,30 @@ def test_timeout_kills_hung_decode(tmp_path):
     assert decode_frames(str(video), [1], backend="decord", timeout_s=30).shape == (1, 32, 32, 3)  # a new one works
 
 
+def test_a_dead_helper_is_closed_once_and_never_closes_reused_descriptors(tmp_path):
+    fifo, video = tmp_path / "never.mp4", tmp_path / "ok.mp4"
+    random_video(video, num_frames=4, size=32, seed=0)
+    os.mkfifo(fifo)
+    with pytest.raises(DecodeError):  # the timeout kills the helper and closes its three descriptors
+        decode_frames(str(fifo), [0], backend="pyav", timeout_s=1.0)
+    dead = decoding.current_helper()
+    numbers = {dead._to_child, dead._from_child, dead._frames}
+    # Whatever the process opens next reuses the lowest free numbers: here, the dead helper's.
+    reused = [fd for _ in range(3) for fd in os.pipe()]
+    try:
+        assert numbers <= set(reused)
+        assert decode_frames(str(video), [1], backend="decord", timeout_s=30).shape == (1, 32, 32, 3)
+        assert decoding.current_helper() is not dead  # replaced, and the dead one closed again on the way
+        for fd in reused:
+            os.fstat(fd)  # still open: the second close touched nothing (EBADF here before the fix)
+    finally:
+        for fd in reused:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
 def test_decode_helper_never_imports_torch():
     """Index functions are unpickled in the decode helper: doing so (and importing the helper) must not pull
     in torch, which would add seconds to each helper's first decode and hundreds of MB to every helper."""

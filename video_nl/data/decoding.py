@@ -153,6 +153,7 @@ class _Helper:
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
         self._frames = os.memfd_create("video_nl_decoded_frames")
+        self._fds_open = True
         env = dict(os.environ)
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
@@ -226,10 +227,15 @@ class _Helper:
         return self.proc.poll() is None and self.served < RECYCLE_EVERY
 
     def close(self) -> None:
-        """Kill the helper process and close the pipes."""
+        """Kill the helper process and close the pipes. Idempotent: a helper closed after a failed request is
+        closed again by :func:`_helper`, and by then its descriptor numbers may belong to someone else (a
+        DataLoader queue's shared-memory fd, a socket), which a second ``os.close`` would close under them."""
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        if not self._fds_open:
+            return
+        self._fds_open = False
         for fd in (self._to_child, self._from_child, self._frames):
             try:
                 os.close(fd)
