@@ -165,6 +165,39 @@ def test_a_rank_that_cannot_load_rank_0s_resume_choice_stops_the_run_naming_itse
     assert read_log(nodes[0] / "run") == before and read_log(nodes[1] / "run") == before  # no step was taken
 
 
+# Each rank: threads before the process group, then after init + deterministic mode (imports TorchDynamo's stack)
+# + a collective + cleanup. Gloo's worker threads must be gone by then: left running into interpreter
+# finalization, one releasing a collective's tensors aborts the process (SIGABRT at exit, 1 run in ~20).
+_THREADS_AFTER_CLEANUP = """
+import gc, os
+import torch
+from video_nl.config import get_default_config
+from video_nl.engine import distributed as du
+threads = lambda: len(os.listdir("/proc/self/task"))
+before = threads()
+cfg = get_default_config()
+cfg.DEVICE = "cpu"
+du.init_distributed(cfg)
+torch.use_deterministic_algorithms(True)
+du.all_gather_objects(du.rank())
+du.cleanup()
+gc.collect()
+print(f"threads {before} -> {threads()}", flush=True)
+"""
+
+
+def test_cleanup_stops_gloo_threads_even_after_deterministic_mode_imports_dynamo(tmp_path):
+    script = tmp_path / "threads.py"
+    script.write_text(_THREADS_AFTER_CLEANUP)
+    result = subprocess.run([*TORCHRUN, "--standalone", "--nproc_per_node", "2", str(script)], cwd=REPO, env=env(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("threads ")]
+    assert len(counts) == 2, result.stdout
+    for before, _, after in counts:
+        assert after == before, f"gloo threads outlive cleanup: {result.stdout}"
+
+
 def test_global_batch_not_divisible_by_world_size_is_a_user_error(tmp_path):
     data = make_dataset(tmp_path / "videos", train=4, val=1, test=1)
     result = torchrun(2, "train", *tiny_args(data, tmp_path / "run", **{"TRAIN.BATCH_SIZE": 3}), timeout=300)
