@@ -5,7 +5,7 @@ import json
 
 import pytest
 import torch
-from helpers.engine_runs import REPO, env, kill_when_written, make_dataset, read_log, tiny_args, tiny_overrides, video_nl
+from helpers.engine_runs import kill_when_written, make_dataset, read_log, tiny_args, tiny_overrides, video_nl
 from helpers.numerics import assert_close_to_scale
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

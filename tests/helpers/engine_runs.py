@@ -73,14 +73,13 @@ def video_nl(*args: str, timeout: float = 600, cwd: Path = REPO,
                           capture_output=True, text=True, timeout=timeout)
 
 
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
+
+
 def torchrun(nproc: int, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``torchrun --standalone --nproc_per_node N -m video_nl ARGS`` to completion."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "video_nl", *args]
+    cmd = [*TORCHRUN, "--standalone", f"--nproc_per_node={nproc}", "-m", "video_nl", *args]
     return subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=timeout)
-
-
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run"]
 
 
 def free_port() -> int:

@@ -97,11 +97,6 @@ def inference_fn(model: nn.Module, x: torch.Tensor, *, bf16: bool) -> Callable[[
     return run
 
 
-def sgemm_gflops(*, device: torch.device, n: int = 2048, repeats: int = 3) -> float:
-    """This machine's fp32 matrix-multiply rate (best of ``repeats`` n×n×n products), GFLOP/s."""
-    return gemm_gflops(device=device, dtype=torch.float32, n=n, repeats=repeats)
-
-
 def forward_gflop(model: nn.Module, x: torch.Tensor) -> float:
     """Forward GFLOP of one batch: fvcore's count (one multiply-add = one flop) × 2."""
     from fvcore.nn import FlopCountAnalysis
@@ -299,7 +294,7 @@ def _utilisation(model: nn.Module, x: torch.Tensor, train_row: dict[str, Any], *
     """Achieved training GFLOP/s (3 × forward flops per step) and its ratio to the measured sgemm rate."""
     step_gflop = 3 * forward_gflop(model, x)
     achieved = step_gflop * train_row["ours"] / x.shape[0]
-    peak = sgemm_gflops(device=device, n=8192 if device.type == "cuda" else 2048)
+    peak = gemm_gflops(device=device, dtype=torch.float32, n=8192 if device.type == "cuda" else 2048)
     return {"gflop_per_step": step_gflop, "gflop_per_s": achieved, "sgemm_gflop_per_s": peak,
             "fraction_of_sgemm": achieved / peak}
 

@@ -110,7 +110,7 @@ def video_report(outcome: IndexOutcome, *, clip_frames: int, rate: int, target_f
 def _read_paths(list_path: str, cfg: Any) -> tuple[list[str], list[ListProblem]]:
     data = cfg.DATA
     names_file = data.CLASSNAMES_FILE or os.path.join(os.path.dirname(list_path), "classnames.json")
-    classnames = load_classnames(names_file) if os.path.isfile(names_file) else None
+    classnames = load_classnames(names_file) if os.path.isfile(names_file) else None  # a missing file: ids only
     entries, problems = read_video_list(list_path, fmt=data.LIST_FORMAT, separator=data.PATH_LABEL_SEPARATOR,
                                         prefix=data.PATH_PREFIX, classnames=classnames)
     return list(dict.fromkeys(e.path for e in entries)), problems
@@ -177,5 +177,3 @@ def main(args: argparse.Namespace) -> int:
                 print(f"{video['path']}: {problem}")
         print(summary_line(report))
     return 0 if report["summary"]["unreadable"] == 0 else 1
-
-

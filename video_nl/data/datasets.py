@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -24,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..errors import UserError
 from .decoding import DecodeError, decode_clip
 from .frame_index import default_index_dir, hint_unindexed
-from .lists import ListProblem, VideoEntry, default_list_path, load_classnames, read_video_list
+from .lists import ListProblem, VideoEntry, configured_classnames, default_list_path, read_video_list
 from .sampling import MultiClipSampler, TrainSampler
 from .transforms import clip_transform, multi_view_transform, multi_view_scale
 
@@ -89,11 +88,10 @@ def read_split(cfg: Any, split: str) -> tuple[str, list[VideoEntry], list[ListPr
     """The list file of ``split`` (``DATA.{SPLIT}_LIST`` or found in ``DATA.PATH_TO_DATA_DIR``) and its entries."""
     data = cfg.DATA
     path = getattr(data, f"{split.upper()}_LIST") or default_list_path(data.PATH_TO_DATA_DIR, split)
-    names_file = data.CLASSNAMES_FILE or os.path.join(data.PATH_TO_DATA_DIR, "classnames.json")
-    classnames = load_classnames(names_file) if data.CLASSNAMES_FILE or os.path.isfile(names_file) else None
     entries, problems = read_video_list(path, fmt=data.LIST_FORMAT, separator=data.PATH_LABEL_SEPARATOR,
                                         prefix=data.PATH_PREFIX, num_classes=cfg.MODEL.NUM_CLASSES,
-                                        classnames=classnames, multi_label=data.MULTI_LABEL)
+                                        classnames=configured_classnames(data, data.PATH_TO_DATA_DIR),
+                                        multi_label=data.MULTI_LABEL)
     return path, entries, problems
 
 

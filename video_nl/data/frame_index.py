@@ -436,8 +436,7 @@ def load_index(path: str, index_dir: str | None = None, *, rebuild: bool = False
     """
     check_file(path)
     index_dir = index_dir or user_cache_dir()
-    stat = os.stat(path)
-    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    key = _file_key(path)
     entry = entry_path(index_dir, path)
     cached = None if rebuild else _remembered(entry, key) or _read_entry(entry, key)
     if cached is None:
@@ -460,10 +459,9 @@ def read_cached(path: str, index_dir: str | None = None) -> FrameIndex | None:
         DecodeError: the entry records that the file cannot be indexed.
     """
     try:
-        stat = os.stat(path)
+        key = _file_key(path)
     except OSError:
         return None
-    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
     cached = _read_entry(entry_path(index_dir or user_cache_dir(), path), key)
     if isinstance(cached, str):
         raise DecodeError(path, cached)
@@ -476,6 +474,12 @@ def is_cached(path: str, index_dir: str | None = None) -> bool:
         return read_cached(path, index_dir) is not None
     except DecodeError:
         return True
+
+
+def _file_key(path: str) -> tuple[str, int, int]:
+    """What a cache entry is valid for: the file's absolute path, size and modification time (ns)."""
+    stat = os.stat(path)
+    return os.path.abspath(path), stat.st_size, stat.st_mtime_ns
 
 
 def _remembered(entry: str, key: tuple) -> FrameIndex | str | None:

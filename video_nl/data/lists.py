@@ -87,10 +87,16 @@ def load_classnames(path: str) -> list[str]:
         return [line.strip() for line in f if line.strip()]
 
 
+def configured_classnames(data: Any, folder: str) -> list[str] | None:
+    """Names from ``DATA.CLASSNAMES_FILE`` (``data`` is ``cfg.DATA``; an error if it is missing), else from
+    ``folder/classnames.json`` when there is one, else None."""
+    path = data.CLASSNAMES_FILE or os.path.join(folder, "classnames.json")
+    return load_classnames(path) if data.CLASSNAMES_FILE or os.path.isfile(path) else None
+
+
 def class_names(cfg: Any) -> list[str]:
     """Names from ``DATA.CLASSNAMES_FILE`` or ``PATH_TO_DATA_DIR/classnames.json``, else ``"0".."K-1"``."""
-    path = cfg.DATA.CLASSNAMES_FILE or os.path.join(cfg.DATA.PATH_TO_DATA_DIR, "classnames.json")
-    names = load_classnames(path) if cfg.DATA.CLASSNAMES_FILE or os.path.isfile(path) else []
+    names = configured_classnames(cfg.DATA, cfg.DATA.PATH_TO_DATA_DIR) or []
     return names if len(names) == cfg.MODEL.NUM_CLASSES else [str(i) for i in range(cfg.MODEL.NUM_CLASSES)]
 
 

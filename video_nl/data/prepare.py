@@ -69,13 +69,27 @@ def resize_video(src: str, dst: str, short_side: int) -> str:
     return dst
 
 
-def resize_job(job: tuple[str, str, int]) -> tuple[str, str]:
+def _resize_job(job: tuple[str, str, int]) -> tuple[str, str]:
     """``(src, dst, short_side)`` → ``(dst, "")``, or ``(dst, reason)`` when re-encoding failed (for a process pool)."""
     src, dst, short_side = job
     try:
         return resize_video(src, dst, short_side), ""
     except Exception as e:  # report and keep going: one bad video must not stop a 300k-video job
         return dst, f"{type(e).__name__}: {str(e)[:200]}"
+
+
+def resize_items(pool: ProcessPoolExecutor, items: list[tuple], destinations: list[str], *, short_side: int,
+                 index_dir: str, workers: int, desc: str) -> tuple[list[tuple], list[str]]:
+    """Re-encode the video of each item (its first element) to its destination in ``pool`` (progress bar), then
+    index the outputs: the items re-encoded and readable, the destination now their first element, and
+    ``"path: reason"`` lines for the others."""
+    jobs = [(item[0], dst, short_side) for item, dst in zip(items, destinations)]
+    results = list(tqdm(pool.map(_resize_job, jobs, chunksize=4), total=len(jobs), desc=f"resize {desc}",
+                        unit="video"))
+    failed = [f"{dst}: re-encoding failed: {r}" for dst, r in results if r]
+    resized = [(dst, *item[1:]) for (dst, r), item in zip(results, items) if not r]
+    good, unreadable = index_items(resized, index_dir, workers, f"index resized {desc}")
+    return good, failed + unreadable
 
 
 def prepare(root: str, out: str, *, splits: list[str], underscores: bool = False, resize: bool = False,
@@ -93,14 +107,10 @@ def prepare(root: str, out: str, *, splits: list[str], underscores: bool = False
             good, bad = index_items(items, index_dir, workers, f"index {split}")
             problems[split] += bad
             if resize:
-                jobs = [(p, os.path.join(os.path.abspath(out), "videos", split, c,
-                                         os.path.splitext(os.path.basename(p))[0] + ".mp4"), short_side)
-                        for p, c in good]
-                results = list(tqdm(pool.map(resize_job, jobs, chunksize=4), total=len(jobs),
-                                    desc=f"resize {split}", unit="video"))
-                problems[split] += [f"{dst}: re-encoding failed: {r}" for dst, r in results if r]
-                good, bad = index_items([(dst, c) for (dst, r), (_, c) in zip(results, good) if not r], index_dir,
-                                     workers, f"index resized {split}")
+                destinations = [os.path.join(os.path.abspath(out), "videos", split, c,
+                                             os.path.splitext(os.path.basename(p))[0] + ".mp4") for p, c in good]
+                good, bad = resize_items(pool, good, destinations, short_side=short_side, index_dir=index_dir,
+                                         workers=workers, desc=split)
                 problems[split] += bad
             with atomic_write(os.path.join(out, f"{split}.csv"), "w") as f:
                 f.writelines(f"{os.path.abspath(p)} {ids[c]}\n" for p, c in good)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from ..utils.io import atomic_json_dump, atomic_write
 from .lists import list_line
 from .official_lists import READERS, Labels, OfficialDataset
-from .prepare import VIDEO_EXTENSIONS, index_items, resize_job
+from .prepare import VIDEO_EXTENSIONS, index_items, resize_items
 
 DATASETS = ("kinetics", *READERS)
 
@@ -97,13 +97,9 @@ def prepare_official(dataset: OfficialDataset, out: str, *, resize: bool = False
             found = [(path, rel, labels) for path, rel, labels in located if path is not None]
             good, unreadable = index_items(found, index_dir, workers, f"index {desc}")
             if resize:
-                jobs = [(path, os.path.join(out, "videos", os.path.splitext(rel)[0] + ".mp4"), short_side)
-                        for path, rel, _ in good]
-                results = list(tqdm(pool.map(resize_job, jobs, chunksize=4), total=len(jobs),
-                                    desc=f"resize {desc}", unit="video"))
-                unreadable += [f"{dst}: re-encoding failed: {r}" for dst, r in results if r]
-                good, bad = index_items([(dst, rel, labels) for (dst, r), (_, rel, labels) in zip(results, good)
-                                         if not r], index_dir, workers, f"index resized {desc}")
+                destinations = [os.path.join(out, "videos", os.path.splitext(rel)[0] + ".mp4") for _, rel, _ in good]
+                good, bad = resize_items(pool, good, destinations, short_side=short_side, index_dir=index_dir,
+                                         workers=workers, desc=desc)
                 unreadable += bad
             for name in names:
                 with atomic_write(os.path.join(out, f"{name}.csv"), "w") as f:

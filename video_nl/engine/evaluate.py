@@ -32,7 +32,7 @@ from . import distributed as du
 from .failures import check_all_ranks
 from .logging import Progress, StatsLogger, prepare_output_dir, tensorboard_dir
 from .runtime import autocast, is_compiled, iterate, load_model, log_compile_stats
-from .metrics import confusion_matrix, mean_class_accuracy, per_class_accuracy, top_classes, topk_correct
+from .metrics import class_scores, confusion_matrix, mean_class_accuracy, per_class_accuracy, top_classes, topk_correct
 from . import multilabel
 
 SWEEP_CLIPS = (1, 3, 5, 10)
@@ -75,7 +75,7 @@ def view_probs(model: torch.nn.Module, views: torch.Tensor, *, chunk: int, devic
             batch = torch.cat([batch, batch.new_zeros(chunk - n, *batch.shape[1:])])
         with autocast:
             logits = model(batch.to(device, non_blocking=True))[:n].float()
-        out.append((torch.sigmoid(logits) if act == "sigmoid" else torch.softmax(logits, dim=1)).cpu())
+        out.append(class_scores(logits, act=act).cpu())
     return torch.cat(out)
 
 

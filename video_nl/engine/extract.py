@@ -44,11 +44,12 @@ from torch import nn
 
 from .. import __version__
 from ..data.datasets import MultiViewDataset, build_view_loader, read_split
-from ..data.lists import ListProblem, VideoEntry, load_classnames, read_video_list
+from ..data.lists import ListProblem, VideoEntry, configured_classnames, read_video_list
 from ..errors import UserError
 from ..utils.io import atomic_json_dump, atomic_write, ensure_writable_dir, write_error
 from . import distributed as du
 from .logging import Progress
+from .metrics import class_scores
 from .runtime import autocast, iterate, load_model
 
 DEFAULT_LAYER = "res5"
@@ -99,8 +100,7 @@ def resolve_source(cfg: Any, *, list_file: str | None, split: str | None, video:
     if split:
         return read_split(cfg, split)
     data = cfg.DATA
-    names_file = data.CLASSNAMES_FILE or os.path.join(data.PATH_TO_DATA_DIR, "classnames.json")
-    names = load_classnames(names_file) if data.CLASSNAMES_FILE or os.path.isfile(names_file) else None
+    names = configured_classnames(data, data.PATH_TO_DATA_DIR)
     entries, problems = read_video_list(list_file, fmt=data.LIST_FORMAT, separator=data.PATH_LABEL_SEPARATOR,
                                         prefix=data.PATH_PREFIX, classnames=names, labels_optional=True)
     return list_file, entries, problems
@@ -154,7 +154,7 @@ class LayerTaps:
                 if name == "logits":
                     parts[name].append(logits)
                 elif name == "probs":
-                    parts[name].append(torch.sigmoid(logits) if self.act == "sigmoid" else torch.softmax(logits, dim=1))
+                    parts[name].append(class_scores(logits, act=self.act))
                 else:
                     parts[name].append(self.captured[self.module_of[name]])
         return {name: torch.cat(p) for name, p in parts.items()}

@@ -14,6 +14,12 @@ def topk_correct(scores: torch.Tensor, labels: torch.Tensor, *, ks: tuple[int, .
     return [int(hits[:, :min(k, kmax)].any(dim=1).sum()) for k in ks]
 
 
+def class_scores(logits: torch.Tensor, *, act: str = "softmax") -> torch.Tensor:
+    """``B×K`` class scores of ``B×K`` logits: the softmax distribution, or per-class sigmoid probabilities with
+    ``act="sigmoid"`` (``MODEL.HEAD_ACT``, multi-label models)."""
+    return torch.sigmoid(logits) if act == "sigmoid" else torch.softmax(logits, dim=1)
+
+
 def top_classes(scores: torch.Tensor, names: list[str], *, k: int = 5) -> list[dict]:
     """The ``k`` best classes of one score vector: ``[{"class", "name", "score"}, ...]``, best first."""
     values, ids = scores.topk(min(k, len(scores)))
